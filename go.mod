@@ -1,0 +1,3 @@
+module github.com/agentopia/dtma
+
+go 1.26.8

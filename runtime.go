@@ -1,0 +1,130 @@
+package dtma
+
+import (
+	"context"
+	"io"
+	"time"
+)
+
+// Labels DTMA puts on every container it creates. Env values never go into
+// labels.
+const (
+	LabelManaged    = "dtma.managed"                  // "true"
+	LabelHost       = "dtma.host"                     // the owning agent's host id
+	LabelInstance   = "dtma.instance"                 // the instance name
+	LabelInstanceID = "dtma.instance-id"              // the registry row's UUID
+	LabelAccountID  = "dtma.account-tool-instance-id" // when set
+	LabelSpecHash   = "dtma.spec-hash"                // Spec.Hash()
+)
+
+// PullPolicy says when a deploy pulls its image.
+type PullPolicy string
+
+const (
+	PullMissing PullPolicy = "missing" // pull only when absent locally (default)
+	PullAlways  PullPolicy = "always"  // pull; on failure fall back to a local copy
+	PullNever   PullPolicy = "never"   // never pull; the image must be present
+)
+
+// ContainerConfig is what the agent asks the runtime to create.
+type ContainerConfig struct {
+	Name   string
+	Image  string
+	Env    map[string]string
+	Ports  []Port // resolved; HostIP "" means the runtime's default
+	Labels map[string]string
+}
+
+// Container is what the runtime reports about one container.
+type Container struct {
+	ID           string
+	Name         string // without the leading "/"
+	Image        string // the image reference it was created from
+	Labels       map[string]string
+	Env          map[string]string
+	Ports        []Port // configured bindings (HostConfig.PortBindings)
+	State        DockerState
+	StartedAt    time.Time
+	FinishedAt   time.Time
+	ExitCode     int
+	RestartCount int
+	CreatedAt    time.Time
+}
+
+// Observed returns the container's state as an Observed value.
+func (c *Container) Observed() Observed {
+	return Observed{
+		DockerStatus: c.State,
+		ContainerID:  c.ID,
+		StartedAt:    c.StartedAt,
+		FinishedAt:   c.FinishedAt,
+		ExitCode:     c.ExitCode,
+		RestartCount: c.RestartCount,
+	}
+}
+
+// ContainerEvent is one container event from the runtime's event stream.
+type ContainerEvent struct {
+	ContainerID string
+	Action      string // create, start, die, stop, kill, destroy, restart, ...
+	Labels      map[string]string
+	ExitCode    int // for "die"
+	Time        time.Time
+}
+
+// LogOptions selects container output.
+type LogOptions struct {
+	Tail   int  // last N lines; <= 0 means all
+	Follow bool // keep streaming until the context ends
+}
+
+// Runtime is the container engine (Docker). Implementation: docker.Runtime.
+// Every error is an *Error: EUNAVAILABLE when the engine cannot be reached,
+// ENOTFOUND for a missing container or image, ECONFLICT for a name clash.
+type Runtime interface {
+	// Ping checks that the engine answers.
+	Ping(ctx context.Context) error
+
+	// EnsureImage makes image available locally according to policy. It
+	// returns a warning (for example "pull failed, using the local copy")
+	// when it fell back. EINVALID when the image is absent and cannot be
+	// had (policy never, or the registry said it does not exist).
+	EnsureImage(ctx context.Context, image string, policy PullPolicy) (warning string, err error)
+
+	// CreateContainer creates (does not start) a container with restart
+	// policy unless-stopped and DTMA's safe defaults. ECONFLICT when the
+	// name is taken.
+	CreateContainer(ctx context.Context, cfg ContainerConfig) (id string, err error)
+
+	// StartContainer starts it; already is true when it was running.
+	StartContainer(ctx context.Context, id string) (already bool, err error)
+
+	// StopContainer stops it gracefully within timeout, then kills it;
+	// already is true when it was not running.
+	StopContainer(ctx context.Context, id string, timeout time.Duration) (already bool, err error)
+
+	// RestartContainer stops (within timeout) and starts it.
+	RestartContainer(ctx context.Context, id string, timeout time.Duration) error
+
+	// RemoveContainer force-removes it; a container already gone is not an
+	// error.
+	RemoveContainer(ctx context.Context, id string) error
+
+	// InspectContainer returns the container with that id or name;
+	// ENOTFOUND when there is none.
+	InspectContainer(ctx context.Context, idOrName string) (*Container, error)
+
+	// ListContainers returns every container (running or not) labelled
+	// dtma.host=hostID, in one label-filtered call. Containers of other
+	// hosts or without labels are never returned.
+	ListContainers(ctx context.Context, hostID string) ([]*Container, error)
+
+	// ContainerLogs returns the container's stdout and stderr as plain text
+	// (Docker's stream framing removed), one line per log line.
+	ContainerLogs(ctx context.Context, id string, opts LogOptions) (io.ReadCloser, error)
+
+	// Events streams container events for containers labelled
+	// dtma.host=hostID until ctx ends. The error channel receives one value
+	// when the stream breaks; the caller resubscribes (and relists).
+	Events(ctx context.Context, hostID string) (<-chan ContainerEvent, <-chan error)
+}

@@ -14,7 +14,9 @@ const (
 	LabelInstance   = "dtma.instance"                 // the instance name
 	LabelInstanceID = "dtma.instance-id"              // the registry row's UUID
 	LabelAccountID  = "dtma.account-tool-instance-id" // when set
-	LabelSpecHash   = "dtma.spec-hash"                // Spec.Hash()
+	LabelSpecHash   = "dtma.spec-hash"                // Spec.Hash() of the requested spec
+	LabelEnvNames   = "dtma.env-names"                // comma-separated env names (never values)
+	LabelPorts      = "dtma.ports"                    // JSON of the requested Spec.Ports
 )
 
 // PullPolicy says when a deploy pulls its image.

@@ -329,6 +329,7 @@ func (s *suite) testRoundTrip(t *testing.T) {
 	inst.Spec.Env["MULTI_EQ"] = "a=b=c=="
 	inst.Spec.Env["JSON"] = `{"k":["v",1,null]}`
 	inst.Spec.Env["LONG"] = strings.Repeat("x=ü", 4000)
+	inst.SpecHash = inst.Spec.Hash()
 	want := inst.Clone()
 	if err := r.CreateInstance(ctx, inst); err != nil {
 		t.Fatalf("CreateInstance: %v", err)

@@ -1,0 +1,364 @@
+// Package agent implements dtma.InstanceService: it drives a dtma.Runtime
+// (Docker) and keeps a dtma.Registry in step with it. Every lifecycle
+// operation records its intent in the registry before it touches Docker and
+// its outcome after, under a per-instance lock; the reconciler (Run) makes
+// the registry and Docker agree after crashes, drift and outages.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/agentopia/dtma"
+)
+
+// Config tunes an Agent. Zero values take the defaults noted.
+type Config struct {
+	HostID  string // required
+	Version string
+
+	// ListenPort is the agent's own TCP port; no instance may take it.
+	ListenPort int
+	// PortRangeStart and PortRangeEnd bound host ports allocated for
+	// requests with host port 0 (default 31000-31999).
+	PortRangeStart, PortRangeEnd int
+	// DefaultHostIP is the address ports without a host IP bind to; it is
+	// used to probe whether a host port is free ("" = all interfaces).
+	DefaultHostIP string
+
+	StopTimeout      time.Duration // graceful stop (default 10 s)
+	ResyncInterval   time.Duration // full relist period (default 30 s)
+	OperationTimeout time.Duration // bound on one operation incl. pull (default 10 min)
+
+	// CrashLoopRestarts restarts within CrashLoopWindow mark an instance
+	// crashloop (defaults 5 and 5 min).
+	CrashLoopRestarts int
+	CrashLoopWindow   time.Duration
+
+	// RecreateBackoffMin/Max bound the delay between attempts to recreate
+	// a container that disappeared (defaults 1 s and 5 min).
+	RecreateBackoffMin, RecreateBackoffMax time.Duration
+
+	Logger *slog.Logger
+
+	// PortFree reports whether nothing on the host binds the port; nil
+	// uses a real bind probe.
+	PortFree func(hostIP string, port int, proto string) bool
+}
+
+func (c *Config) setDefaults() {
+	if c.PortRangeStart == 0 && c.PortRangeEnd == 0 {
+		c.PortRangeStart, c.PortRangeEnd = 31000, 31999
+	}
+	if c.StopTimeout <= 0 {
+		c.StopTimeout = 10 * time.Second
+	}
+	if c.ResyncInterval <= 0 {
+		c.ResyncInterval = 30 * time.Second
+	}
+	if c.OperationTimeout <= 0 {
+		c.OperationTimeout = 10 * time.Minute
+	}
+	if c.CrashLoopRestarts <= 0 {
+		c.CrashLoopRestarts = 5
+	}
+	if c.CrashLoopWindow <= 0 {
+		c.CrashLoopWindow = 5 * time.Minute
+	}
+	if c.RecreateBackoffMin <= 0 {
+		c.RecreateBackoffMin = time.Second
+	}
+	if c.RecreateBackoffMax <= 0 {
+		c.RecreateBackoffMax = 5 * time.Minute
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.PortFree == nil {
+		c.PortFree = probePortFree
+	}
+}
+
+// Agent is the DTMA service. Create it with New, serve requests through its
+// dtma.InstanceService methods, and run its reconciler with Run.
+type Agent struct {
+	cfg Config
+	log *slog.Logger
+	reg dtma.Registry
+	rt  dtma.Runtime
+
+	locks    *keyedMutex // per instance name: one operation at a time
+	createMu sync.Mutex  // serializes the check-and-insert phase of deploys
+
+	mu   sync.RWMutex
+	view map[string]*dtma.Instance // by ID: the registry's rows, kept current
+	// dirty holds rows whose latest state could not be written (registry
+	// down); deleted holds ids whose row must still be deleted.
+	dirty   map[string]bool
+	deleted map[string]bool
+	// restarts holds, per instance id, when Docker restarted it recently.
+	restarts map[string][]time.Time
+	// recreate holds backoff state for containers that disappeared.
+	recreate map[string]*backoff
+
+	health healthState
+
+	kick chan struct{} // asks the reconciler for a relist soon
+}
+
+type backoff struct {
+	failures int
+	next     time.Time
+}
+
+type healthState struct {
+	mu             sync.Mutex
+	dockerErr      error
+	registryErr    error
+	lastObservedAt time.Time
+}
+
+// New loads the registry's rows for cfg.HostID into the agent's view and
+// returns the agent. It does not touch Docker: the reconciler does, in Run.
+// EUNAVAILABLE when the registry cannot be read.
+func New(ctx context.Context, cfg Config, reg dtma.Registry, rt dtma.Runtime) (*Agent, error) {
+	if cfg.HostID == "" {
+		return nil, errors.New("agent: HostID is required")
+	}
+	cfg.setDefaults()
+	a := &Agent{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		reg:      reg,
+		rt:       rt,
+		locks:    newKeyedMutex(),
+		view:     map[string]*dtma.Instance{},
+		dirty:    map[string]bool{},
+		deleted:  map[string]bool{},
+		restarts: map[string][]time.Time{},
+		recreate: map[string]*backoff{},
+		kick:     make(chan struct{}, 1),
+	}
+	rows, err := reg.FindInstances(ctx, dtma.InstanceFilter{})
+	if err != nil {
+		return nil, fmt.Errorf("load registry: %w", err)
+	}
+	for _, inst := range rows {
+		a.view[inst.ID] = inst
+	}
+	return a, nil
+}
+
+// snapshot returns copies of every instance in the view, oldest first.
+func (a *Agent) snapshot() []*dtma.Instance {
+	a.mu.RLock()
+	out := make([]*dtma.Instance, 0, len(a.view))
+	for _, inst := range a.view {
+		out = append(out, inst.Clone())
+	}
+	a.mu.RUnlock()
+	sortInstances(out)
+	return out
+}
+
+func sortInstances(list []*dtma.Instance) {
+	sort.Slice(list, func(i, j int) bool {
+		if !list[i].CreatedAt.Equal(list[j].CreatedAt) {
+			return list[i].CreatedAt.Before(list[j].CreatedAt)
+		}
+		return list[i].Name < list[j].Name
+	})
+}
+
+// get returns a copy of the view's instance with that id, or nil.
+func (a *Agent) get(id string) *dtma.Instance {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return a.view[id].Clone()
+}
+
+// lookup finds an instance by ref: name first, then account tool instance
+// id, then instance id. It returns a copy or nil.
+func (a *Agent) lookup(ref string) *dtma.Instance {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	lower := strings.ToLower(ref)
+	var byAcct, byID *dtma.Instance
+	for _, inst := range a.view {
+		switch {
+		case inst.Name == ref:
+			return inst.Clone()
+		case inst.AccountToolInstanceID != "" && inst.AccountToolInstanceID == lower:
+			byAcct = inst
+		case inst.ID == lower:
+			byID = inst
+		}
+	}
+	if byAcct != nil {
+		return byAcct.Clone()
+	}
+	return byID.Clone()
+}
+
+// find is lookup with ENOTFOUND.
+func (a *Agent) find(ref string) (*dtma.Instance, error) {
+	if inst := a.lookup(ref); inst != nil {
+		return inst, nil
+	}
+	return nil, dtma.Errorf(dtma.ENOTFOUND, "no instance %q on this host", ref)
+}
+
+// putView stores a copy of inst in the view.
+func (a *Agent) putView(inst *dtma.Instance) {
+	a.mu.Lock()
+	a.view[inst.ID] = inst.Clone()
+	a.mu.Unlock()
+}
+
+// writeIntent records inst (an operation about to start) in the registry
+// and the view. The operation must not proceed when it fails.
+func (a *Agent) writeIntent(ctx context.Context, inst *dtma.Instance) error {
+	if err := a.reg.UpdateInstance(ctx, inst); err != nil {
+		a.noteRegistry(err)
+		return fmt.Errorf("record intent for %s: %w", inst.Name, err)
+	}
+	a.noteRegistry(nil)
+	a.mu.Lock()
+	a.view[inst.ID] = inst.Clone()
+	delete(a.dirty, inst.ID)
+	a.mu.Unlock()
+	return nil
+}
+
+// writeOutcome records inst after Docker acted. The view always takes it
+// (it is what Docker now shows); when the registry cannot be written the row
+// is marked dirty and written by the reconciler once the registry is back.
+func (a *Agent) writeOutcome(ctx context.Context, inst *dtma.Instance) {
+	err := a.reg.UpdateInstance(ctx, inst)
+	a.noteRegistry(err)
+	a.mu.Lock()
+	a.view[inst.ID] = inst.Clone()
+	if err != nil {
+		a.dirty[inst.ID] = true
+	} else {
+		delete(a.dirty, inst.ID)
+	}
+	a.mu.Unlock()
+	if err != nil {
+		a.log.Error("record outcome; will retry", "instance", inst.Name, "err", err)
+	}
+}
+
+// dropInstance deletes the row and the view entry; when the registry cannot
+// be written the deletion is retried by the reconciler.
+func (a *Agent) dropInstance(ctx context.Context, inst *dtma.Instance) {
+	err := a.reg.DeleteInstance(ctx, inst.ID)
+	a.noteRegistry(err)
+	a.mu.Lock()
+	delete(a.view, inst.ID)
+	delete(a.dirty, inst.ID)
+	delete(a.restarts, inst.ID)
+	delete(a.recreate, inst.ID)
+	if err != nil {
+		a.deleted[inst.ID] = true
+	}
+	a.mu.Unlock()
+	if err != nil {
+		a.log.Error("delete record; will retry", "instance", inst.Name, "err", err)
+	}
+}
+
+func (a *Agent) noteRegistry(err error) {
+	if err != nil && dtma.ErrorCode(err) != dtma.EUNAVAILABLE {
+		return // a conflict or not-found says the registry answered
+	}
+	a.health.mu.Lock()
+	a.health.registryErr = err
+	a.health.mu.Unlock()
+}
+
+func (a *Agent) noteDocker(err error) {
+	if err != nil && dtma.ErrorCode(err) != dtma.EUNAVAILABLE {
+		return
+	}
+	a.health.mu.Lock()
+	prev := a.health.dockerErr
+	a.health.dockerErr = err
+	a.health.mu.Unlock()
+	if prev == nil && err != nil {
+		a.log.Error("docker unreachable", "err", err)
+	} else if prev != nil && err == nil {
+		a.log.Info("docker reachable again")
+		a.requestRelist()
+	}
+}
+
+// requestRelist asks the reconciler for a full relist soon.
+func (a *Agent) requestRelist() {
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+}
+
+// opContext detaches an operation from the caller's cancellation (a
+// client that hangs up must not leave a half-done operation) while keeping
+// its values, and bounds it by OperationTimeout.
+func (a *Agent) opContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), a.cfg.OperationTimeout)
+}
+
+// lockInstance takes the per-instance lock for name.
+func (a *Agent) lockInstance(ctx context.Context, name string) (func(), error) {
+	unlock, err := a.locks.Lock(ctx, name)
+	if err != nil {
+		return nil, dtma.Errorf(dtma.EUNAVAILABLE, "timed out waiting for another operation on %q", name)
+	}
+	return unlock, nil
+}
+
+// Health reports on Docker and the registry, pinging both.
+func (a *Agent) Health(ctx context.Context) dtma.Health {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	a.noteDocker(a.rt.Ping(ctx))
+	a.noteRegistry(a.reg.Ping(ctx))
+	a.health.mu.Lock()
+	defer a.health.mu.Unlock()
+	h := dtma.Health{
+		Version:        a.cfg.Version,
+		HostID:         a.cfg.HostID,
+		DockerOK:       a.health.dockerErr == nil,
+		RegistryOK:     a.health.registryErr == nil,
+		LastObservedAt: a.health.lastObservedAt,
+	}
+	if a.health.dockerErr != nil {
+		h.DockerError = dtma.ErrorMessage(a.health.dockerErr)
+	}
+	if a.health.registryErr != nil {
+		h.RegistryError = dtma.ErrorMessage(a.health.registryErr)
+	}
+	return h
+}
+
+// requireDocker fails fast with EUNAVAILABLE when Docker does not answer,
+// before any intent is written.
+func (a *Agent) requireDocker(ctx context.Context) error {
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	err := a.rt.Ping(pctx)
+	a.noteDocker(err)
+	if err != nil {
+		if dtma.ErrorCode(err) == dtma.EUNAVAILABLE {
+			return err
+		}
+		return dtma.Errorf(dtma.EUNAVAILABLE, "docker unavailable: %s", dtma.ErrorMessage(err))
+	}
+	return nil
+}

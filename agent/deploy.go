@@ -1,0 +1,272 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/agentopia/dtma"
+)
+
+// Deploy implements dtma.InstanceService. The sequence is: validate; under
+// the instance's lock and the create lock, check name, account id and ports
+// and insert the row with status deploying (the intent); then pull, create
+// and start the container and record the outcome. A failure before the
+// container runs removes what was made (container, then row) so a failed
+// deploy leaves nothing behind; a crash at any point leaves a row the
+// reconciler finishes (see docs/ARCHITECTURE.md).
+func (a *Agent) Deploy(ctx context.Context, req dtma.DeployRequest) (*dtma.Instance, bool, error) {
+	req.Normalize()
+	if err := req.Validate(); err != nil {
+		return nil, false, err
+	}
+	unlock, err := a.lockInstance(ctx, req.Name)
+	if err != nil {
+		return nil, false, err
+	}
+	defer unlock()
+	ctx, cancel := a.opContext(ctx)
+	defer cancel()
+
+	a.createMu.Lock()
+	existing, err := a.matchExisting(req)
+	if err != nil {
+		a.createMu.Unlock()
+		return nil, false, err
+	}
+	if existing != nil {
+		a.createMu.Unlock()
+		inst, err := a.ensureRunning(ctx, existing, req.PullPolicy)
+		return inst, false, err
+	}
+	if err := a.requireDocker(ctx); err != nil {
+		a.createMu.Unlock()
+		return nil, false, err
+	}
+	view := a.snapshot()
+	ports, err := a.resolvePorts(view, "", req.Spec.Ports)
+	if err != nil {
+		a.createMu.Unlock()
+		return nil, false, err
+	}
+	inst := &dtma.Instance{
+		ID:                    dtma.NewUUID(),
+		HostID:                a.cfg.HostID,
+		Name:                  req.Name,
+		AccountToolInstanceID: req.AccountToolInstanceID,
+		ContainerName:         a.containerNameFor(view, req.Name),
+		Spec:                  req.Spec,
+		SpecHash:              req.Spec.Hash(),
+		Ports:                 ports,
+		DesiredState:          dtma.DesiredRunning,
+		Status:                dtma.StatusDeploying,
+		PendingOp:             dtma.OpDeploy,
+		Tracking:              dtma.TrackLabel,
+		Observed:              dtma.Observed{DockerStatus: dtma.DockerMissing},
+	}
+	err = a.reg.CreateInstance(ctx, inst)
+	a.noteRegistry(err)
+	if err != nil {
+		a.createMu.Unlock()
+		return nil, false, fmt.Errorf("record deploy of %s: %w", req.Name, err)
+	}
+	a.putView(inst)
+	a.createMu.Unlock()
+	a.log.Info("deploy", "instance", inst.Name, "container", inst.ContainerName, "image", inst.Spec.Image)
+
+	if err := a.createAndStart(ctx, inst, req.PullPolicy); err != nil {
+		a.undoDeploy(ctx, inst, err)
+		return nil, false, err
+	}
+	return inst.Clone(), true, nil
+}
+
+// matchExisting returns the instance an identical earlier deploy created,
+// nil when the name and account id are both new, or ECONFLICT saying what
+// differs. Caller holds createMu.
+func (a *Agent) matchExisting(req dtma.DeployRequest) (*dtma.Instance, error) {
+	var byName, byAcct *dtma.Instance
+	a.mu.RLock()
+	for _, inst := range a.view {
+		if inst.Name == req.Name {
+			byName = inst.Clone()
+		}
+		if req.AccountToolInstanceID != "" && inst.AccountToolInstanceID == req.AccountToolInstanceID {
+			byAcct = inst.Clone()
+		}
+	}
+	a.mu.RUnlock()
+	switch {
+	case byName == nil && byAcct == nil:
+		return nil, nil
+	case byName == nil:
+		return nil, dtma.FieldErrorf(dtma.ECONFLICT, "account_tool_instance_id",
+			"account tool instance %s is already deployed as instance %q", req.AccountToolInstanceID, byAcct.Name)
+	case byName.AccountToolInstanceID != req.AccountToolInstanceID:
+		return nil, dtma.FieldErrorf(dtma.ECONFLICT, "account_tool_instance_id",
+			"instance %q exists with account tool instance id %q, not %q", req.Name, byName.AccountToolInstanceID, req.AccountToolInstanceID)
+	}
+	if byName.PendingOp == dtma.OpRemove {
+		return nil, dtma.Errorf(dtma.ECONFLICT, "instance %q is being removed; retry when it is gone", req.Name)
+	}
+	if req.Spec.Hash() != byName.SpecHash {
+		diff := byName.Spec.Diff(req.Spec)
+		if len(diff) == 0 {
+			diff = []string{"spec"}
+		}
+		return nil, dtma.FieldErrorf(dtma.ECONFLICT, "name",
+			"instance %q already exists with a different spec (differs: %s); remove it first or use another name", req.Name, strings.Join(diff, ", "))
+	}
+	return byName, nil
+}
+
+// containerNameFor derives the container name for a new instance, falling
+// back to the disambiguated form when another instance of this host already
+// uses the plain one.
+func (a *Agent) containerNameFor(view []*dtma.Instance, name string) string {
+	plain := dtma.ContainerName(name)
+	for _, inst := range view {
+		if inst.ContainerName == plain {
+			return dtma.DisambiguatedContainerName(a.cfg.HostID, name)
+		}
+	}
+	return plain
+}
+
+// labelsFor returns the labels of inst's container. Env values never go
+// into labels; env names and the requested ports do, so that a lost record
+// can be rebuilt exactly from the container.
+func (a *Agent) labelsFor(inst *dtma.Instance) map[string]string {
+	l := map[string]string{
+		dtma.LabelManaged:    "true",
+		dtma.LabelHost:       a.cfg.HostID,
+		dtma.LabelInstance:   inst.Name,
+		dtma.LabelInstanceID: inst.ID,
+		dtma.LabelSpecHash:   inst.SpecHash,
+		dtma.LabelEnvNames:   strings.Join(inst.Spec.EnvNames(), ","),
+	}
+	if inst.AccountToolInstanceID != "" {
+		l[dtma.LabelAccountID] = inst.AccountToolInstanceID
+	}
+	ports := inst.Spec.Ports
+	if ports == nil {
+		ports = []dtma.Port{}
+	}
+	b, _ := json.Marshal(ports)
+	l[dtma.LabelPorts] = string(b)
+	return l
+}
+
+// createAndStart makes inst's container exist and run, recording the
+// container id as soon as it exists and the settled state at the end. It
+// reuses a container of this instance left behind by a crash (found by its
+// name and dtma.instance-id label), and moves to the disambiguated name when
+// a foreign container holds the derived one.
+func (a *Agent) createAndStart(ctx context.Context, inst *dtma.Instance, policy dtma.PullPolicy) error {
+	warning, err := a.rt.EnsureImage(ctx, inst.Spec.Image, policy)
+	a.noteDocker(err)
+	if err != nil {
+		return fmt.Errorf("deploy %s: %w", inst.Name, err)
+	}
+	if warning != "" {
+		a.log.Warn("image", "instance", inst.Name, "image", inst.Spec.Image, "warning", warning)
+	}
+	id, err := a.createContainer(ctx, inst)
+	if err != nil {
+		return fmt.Errorf("deploy %s: %w", inst.Name, err)
+	}
+	inst.ContainerID = id
+	inst.Tracking = dtma.TrackLabel
+	if err := a.writeIntent(ctx, inst); err != nil {
+		return err
+	}
+	if _, err := a.rt.StartContainer(ctx, id); err != nil {
+		a.noteDocker(err)
+		return fmt.Errorf("start %s: %w", inst.Name, err)
+	}
+	a.settle(ctx, inst)
+	return nil
+}
+
+// createContainer creates inst's container, adopting one left by an
+// earlier attempt for the same instance id.
+func (a *Agent) createContainer(ctx context.Context, inst *dtma.Instance) (string, error) {
+	for attempt := 0; attempt < 2; attempt++ {
+		cfg := dtma.ContainerConfig{
+			Name:   inst.ContainerName,
+			Image:  inst.Spec.Image,
+			Env:    inst.Spec.Env,
+			Ports:  inst.Ports,
+			Labels: a.labelsFor(inst),
+		}
+		id, err := a.rt.CreateContainer(ctx, cfg)
+		a.noteDocker(err)
+		if err == nil {
+			return id, nil
+		}
+		if dtma.ErrorCode(err) != dtma.ECONFLICT {
+			return "", err
+		}
+		c, ierr := a.rt.InspectContainer(ctx, inst.ContainerName)
+		if ierr != nil {
+			return "", fmt.Errorf("name %s taken: %w", inst.ContainerName, ierr)
+		}
+		if c.Labels[dtma.LabelHost] == a.cfg.HostID && c.Labels[dtma.LabelInstanceID] == inst.ID {
+			return c.ID, nil // ours, from an attempt interrupted by a crash
+		}
+		alt := dtma.DisambiguatedContainerName(a.cfg.HostID, inst.Name)
+		if inst.ContainerName == alt {
+			return "", dtma.Errorf(dtma.ECONFLICT, "container name %s is taken by a container DTMA does not manage", inst.ContainerName)
+		}
+		inst.ContainerName = alt
+		if err := a.writeIntent(ctx, inst); err != nil {
+			return "", err
+		}
+	}
+	return "", dtma.Errorf(dtma.ECONFLICT, "container name %s is taken", inst.ContainerName)
+}
+
+// settle inspects inst's container and records the settled state:
+// operation cleared, status from Docker, last error cleared.
+func (a *Agent) settle(ctx context.Context, inst *dtma.Instance) {
+	if c, err := a.rt.InspectContainer(ctx, inst.ContainerID); err == nil {
+		inst.Observed = c.Observed()
+		inst.ObservedAt = nowUTC()
+	} else if dtma.ErrorCode(err) == dtma.ENOTFOUND {
+		inst.Observed = dtma.Observed{DockerStatus: dtma.DockerMissing}
+	}
+	inst.PendingOp = dtma.OpNone
+	inst.LastError = ""
+	inst.Status = a.statusFor(inst)
+	a.writeOutcome(ctx, inst)
+}
+
+// undoDeploy removes what a failed deploy made: the container, then the
+// row. When Docker cannot tell whether a container exists (it went away),
+// the row stays, marked for removal, so that nothing can exist without a
+// record; the reconciler finishes the removal.
+func (a *Agent) undoDeploy(ctx context.Context, inst *dtma.Instance, cause error) {
+	a.log.Warn("deploy failed; rolling back", "instance", inst.Name, "err", cause)
+	ref := inst.ContainerID
+	if ref == "" {
+		ref = inst.ContainerName
+	}
+	c, err := a.rt.InspectContainer(ctx, ref)
+	switch {
+	case err == nil && c.Labels[dtma.LabelInstanceID] == inst.ID:
+		err = a.rt.RemoveContainer(ctx, c.ID)
+	case err == nil || dtma.ErrorCode(err) == dtma.ENOTFOUND:
+		err = nil // nothing of ours to remove
+	}
+	if err != nil {
+		a.noteDocker(err)
+		inst.PendingOp = dtma.OpRemove
+		inst.Status = dtma.StatusRemoving
+		inst.LastError = dtma.ErrorMessage(cause)
+		a.writeOutcome(ctx, inst)
+		a.requestRelist()
+		return
+	}
+	a.dropInstance(ctx, inst)
+}

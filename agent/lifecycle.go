@@ -1,0 +1,328 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/agentopia/dtma"
+)
+
+// FindInstance implements dtma.InstanceService; it reads the agent's view
+// of the registry, never Docker.
+func (a *Agent) FindInstance(ctx context.Context, ref string) (*dtma.Instance, error) {
+	return a.find(ref)
+}
+
+// ListInstances implements dtma.InstanceService from the agent's view.
+func (a *Agent) ListInstances(ctx context.Context) ([]*dtma.Instance, error) {
+	return a.snapshot(), nil
+}
+
+// ListFleet implements dtma.InstanceService: it reads every host's rows
+// from the registry. EUNAVAILABLE when the registry is down.
+func (a *Agent) ListFleet(ctx context.Context) ([]*dtma.Instance, error) {
+	list, err := a.reg.FindInstances(ctx, dtma.InstanceFilter{AllHosts: true})
+	a.noteRegistry(err)
+	if err != nil {
+		return nil, fmt.Errorf("list fleet: %w", err)
+	}
+	// This host's rows are freshest in the view.
+	for i, inst := range list {
+		if inst.HostID == a.cfg.HostID {
+			if v := a.get(inst.ID); v != nil {
+				list[i] = v
+			}
+		}
+	}
+	return list, nil
+}
+
+// resolveLocked finds ref and takes its instance lock, re-reading the
+// instance under the lock. The caller must call unlock.
+func (a *Agent) resolveLocked(ctx context.Context, ref string) (*dtma.Instance, func(), error) {
+	inst, err := a.find(ref)
+	if err != nil {
+		return nil, nil, err
+	}
+	unlock, err := a.lockInstance(ctx, inst.Name)
+	if err != nil {
+		return nil, nil, err
+	}
+	if inst = a.get(inst.ID); inst == nil {
+		unlock()
+		return nil, nil, dtma.Errorf(dtma.ENOTFOUND, "no instance %q on this host", ref)
+	}
+	return inst, unlock, nil
+}
+
+// StartInstance implements dtma.InstanceService. A missing container is
+// recreated from the stored spec.
+func (a *Agent) StartInstance(ctx context.Context, ref string) (*dtma.Instance, bool, error) {
+	inst, unlock, err := a.resolveLocked(ctx, ref)
+	if err != nil {
+		return nil, false, err
+	}
+	defer unlock()
+	ctx, cancel := a.opContext(ctx)
+	defer cancel()
+	return a.startLocked(ctx, inst, dtma.OpStart, dtma.PullMissing)
+}
+
+// ensureRunning is the idempotent re-deploy: the instance exists with the
+// same spec; make sure it runs. Caller holds the instance lock.
+func (a *Agent) ensureRunning(ctx context.Context, inst *dtma.Instance, policy dtma.PullPolicy) (*dtma.Instance, error) {
+	inst, _, err := a.startLocked(ctx, inst, dtma.OpDeploy, policy)
+	return inst, err
+}
+
+// startLocked records the intent (desired running), starts or recreates
+// the container and records the outcome. Caller holds the instance lock.
+func (a *Agent) startLocked(ctx context.Context, inst *dtma.Instance, op dtma.Op, policy dtma.PullPolicy) (*dtma.Instance, bool, error) {
+	if inst.PendingOp == dtma.OpRemove {
+		return nil, false, dtma.Errorf(dtma.ECONFLICT, "instance %q is being removed", inst.Name)
+	}
+	if err := a.requireDocker(ctx); err != nil {
+		return nil, false, err
+	}
+	inst.DesiredState = dtma.DesiredRunning
+	inst.PendingOp = op
+	inst.Status = dtma.StatusStarting
+	if op == dtma.OpDeploy {
+		inst.Status = dtma.StatusDeploying
+	}
+	if err := a.writeIntent(ctx, inst); err != nil {
+		return nil, false, err
+	}
+	c, err := a.containerOf(ctx, inst)
+	if err != nil {
+		return nil, false, a.fail(ctx, inst, err)
+	}
+	if c == nil {
+		if err := a.createAndStart(ctx, inst, policy); err != nil {
+			return nil, false, a.fail(ctx, inst, err)
+		}
+		a.log.Info("recreated", "instance", inst.Name, "container", inst.ContainerID)
+		return inst.Clone(), true, nil
+	}
+	inst.ContainerID = c.ID
+	already, err := a.rt.StartContainer(ctx, c.ID)
+	if err != nil {
+		return nil, false, a.fail(ctx, inst, fmt.Errorf("start %s: %w", inst.Name, err))
+	}
+	a.settle(ctx, inst)
+	return inst.Clone(), !already, nil
+}
+
+// StopInstance implements dtma.InstanceService.
+func (a *Agent) StopInstance(ctx context.Context, ref string, timeout time.Duration) (*dtma.Instance, bool, error) {
+	inst, unlock, err := a.resolveLocked(ctx, ref)
+	if err != nil {
+		return nil, false, err
+	}
+	defer unlock()
+	ctx, cancel := a.opContext(ctx)
+	defer cancel()
+	if timeout <= 0 {
+		timeout = a.cfg.StopTimeout
+	}
+	if inst.PendingOp == dtma.OpRemove {
+		return nil, false, dtma.Errorf(dtma.ECONFLICT, "instance %q is being removed", inst.Name)
+	}
+	if err := a.requireDocker(ctx); err != nil {
+		return nil, false, err
+	}
+	inst.DesiredState = dtma.DesiredStopped
+	inst.PendingOp = dtma.OpStop
+	inst.Status = dtma.StatusStopping
+	if err := a.writeIntent(ctx, inst); err != nil {
+		return nil, false, err
+	}
+	c, err := a.containerOf(ctx, inst)
+	if err != nil {
+		return nil, false, a.fail(ctx, inst, err)
+	}
+	already := true
+	if c != nil {
+		inst.ContainerID = c.ID
+		already, err = a.rt.StopContainer(ctx, c.ID, timeout)
+		if err != nil && dtma.ErrorCode(err) != dtma.ENOTFOUND {
+			return nil, false, a.fail(ctx, inst, fmt.Errorf("stop %s: %w", inst.Name, err))
+		}
+	}
+	a.settle(ctx, inst)
+	return inst.Clone(), !already, nil
+}
+
+// RestartInstance implements dtma.InstanceService.
+func (a *Agent) RestartInstance(ctx context.Context, ref string) (*dtma.Instance, error) {
+	inst, unlock, err := a.resolveLocked(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	ctx, cancel := a.opContext(ctx)
+	defer cancel()
+	if inst.PendingOp == dtma.OpRemove {
+		return nil, dtma.Errorf(dtma.ECONFLICT, "instance %q is being removed", inst.Name)
+	}
+	if err := a.requireDocker(ctx); err != nil {
+		return nil, err
+	}
+	inst.DesiredState = dtma.DesiredRunning
+	inst.PendingOp = dtma.OpRestart
+	inst.Status = dtma.StatusRestarting
+	if err := a.writeIntent(ctx, inst); err != nil {
+		return nil, err
+	}
+	c, err := a.containerOf(ctx, inst)
+	if err != nil {
+		return nil, a.fail(ctx, inst, err)
+	}
+	if c == nil {
+		if err := a.createAndStart(ctx, inst, dtma.PullMissing); err != nil {
+			return nil, a.fail(ctx, inst, err)
+		}
+		return inst.Clone(), nil
+	}
+	inst.ContainerID = c.ID
+	if err := a.rt.RestartContainer(ctx, c.ID, a.cfg.StopTimeout); err != nil {
+		return nil, a.fail(ctx, inst, fmt.Errorf("restart %s: %w", inst.Name, err))
+	}
+	a.settle(ctx, inst)
+	return inst.Clone(), nil
+}
+
+// RemoveInstance implements dtma.InstanceService: intent, force-remove the
+// container, then delete the row — the row goes only once the container
+// is gone.
+func (a *Agent) RemoveInstance(ctx context.Context, ref string) error {
+	inst, unlock, err := a.resolveLocked(ctx, ref)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	ctx, cancel := a.opContext(ctx)
+	defer cancel()
+	if err := a.requireDocker(ctx); err != nil {
+		return err
+	}
+	return a.removeLocked(ctx, inst)
+}
+
+func (a *Agent) removeLocked(ctx context.Context, inst *dtma.Instance) error {
+	inst.PendingOp = dtma.OpRemove
+	inst.Status = dtma.StatusRemoving
+	if err := a.writeIntent(ctx, inst); err != nil {
+		return err
+	}
+	c, err := a.containerOf(ctx, inst)
+	if err != nil {
+		a.noteDocker(err)
+		return fmt.Errorf("remove %s: %w", inst.Name, err)
+	}
+	if c != nil {
+		if err := a.rt.RemoveContainer(ctx, c.ID); err != nil {
+			a.noteDocker(err)
+			return fmt.Errorf("remove %s: %w", inst.Name, err)
+		}
+	}
+	a.dropInstance(ctx, inst)
+	a.log.Info("removed", "instance", inst.Name)
+	return nil
+}
+
+// InstanceLogs implements dtma.InstanceService. An instance without a
+// container has no logs: an empty stream, not an error.
+func (a *Agent) InstanceLogs(ctx context.Context, ref string, opts dtma.LogOptions) (io.ReadCloser, error) {
+	inst, err := a.find(ref)
+	if err != nil {
+		return nil, err
+	}
+	c, err := a.containerOf(ctx, inst)
+	if err != nil {
+		return nil, err
+	}
+	if c == nil {
+		return io.NopCloser(strings.NewReader("")), nil
+	}
+	rc, err := a.rt.ContainerLogs(ctx, c.ID, opts)
+	a.noteDocker(err)
+	if err != nil {
+		return nil, fmt.Errorf("logs %s: %w", inst.Name, err)
+	}
+	return rc, nil
+}
+
+// containerOf returns inst's container, or nil when it has none. It looks
+// by container id first, then by name (a container of this instance left
+// by an interrupted create). A container found by name that belongs to
+// another instance is not returned.
+func (a *Agent) containerOf(ctx context.Context, inst *dtma.Instance) (*dtma.Container, error) {
+	if inst.ContainerID != "" {
+		c, err := a.rt.InspectContainer(ctx, inst.ContainerID)
+		if err == nil {
+			return c, nil
+		}
+		a.noteDocker(err)
+		if dtma.ErrorCode(err) != dtma.ENOTFOUND {
+			return nil, err
+		}
+	}
+	if inst.Tracking == dtma.TrackContainerID {
+		return nil, nil
+	}
+	c, err := a.rt.InspectContainer(ctx, inst.ContainerName)
+	if err != nil {
+		a.noteDocker(err)
+		if dtma.ErrorCode(err) == dtma.ENOTFOUND {
+			return nil, nil
+		}
+		return nil, err
+	}
+	if c.Labels[dtma.LabelHost] == a.cfg.HostID && c.Labels[dtma.LabelInstanceID] == inst.ID {
+		return c, nil
+	}
+	return nil, nil
+}
+
+// fail records a failed operation and returns err. When Docker went away
+// mid-operation the intent stays (the reconciler finishes it once Docker is
+// back); otherwise the operation is cleared and the error recorded.
+func (a *Agent) fail(ctx context.Context, inst *dtma.Instance, err error) error {
+	a.noteDocker(err)
+	if dtma.ErrorCode(err) == dtma.EUNAVAILABLE {
+		inst.LastError = dtma.ErrorMessage(err)
+		a.writeOutcome(ctx, inst)
+		return err
+	}
+	a.log.Warn("operation failed", "instance", inst.Name, "err", err)
+	if c, ierr := a.containerOf(ctx, inst); ierr == nil {
+		if c != nil {
+			inst.Observed = c.Observed()
+		} else {
+			inst.Observed = dtma.Observed{DockerStatus: dtma.DockerMissing}
+		}
+	}
+	inst.PendingOp = dtma.OpNone
+	inst.Status = dtma.StatusError
+	inst.LastError = dtma.ErrorMessage(err)
+	a.writeOutcome(ctx, inst)
+	return err
+}
+
+// statusFor is the settled dtma status of inst: crashloop when Docker
+// restarted it too often lately, otherwise what Docker shows.
+func (a *Agent) statusFor(inst *dtma.Instance) dtma.Status {
+	if inst.PendingOp != dtma.OpNone {
+		return inst.Status
+	}
+	if inst.DesiredState == dtma.DesiredRunning && a.crashLooping(inst.ID) {
+		return dtma.StatusCrashLoop
+	}
+	return inst.SettledStatus()
+}
+
+func nowUTC() time.Time { return time.Now().UTC() }

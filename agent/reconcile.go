@@ -1,0 +1,631 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/agentopia/dtma"
+)
+
+// Run is the reconciler. It subscribes to Docker's events for this host,
+// then lists this host's containers once and makes the registry agree with
+// them (Relist), then applies events as they come; it relists after every
+// reconnect of the event stream, every ResyncInterval, and soon after an
+// event that may need action (a container destroyed, an unknown container).
+// Docker drops events for slow subscribers and forgets them across its own
+// restarts, so events only make the agent faster; the relist is the source
+// of truth. Run returns when ctx ends.
+func (a *Agent) Run(ctx context.Context) error {
+	wait := time.Second
+	for ctx.Err() == nil {
+		sctx, cancel := context.WithCancel(ctx)
+		events, errs := a.rt.Events(sctx, a.cfg.HostID)
+		if err := a.Relist(ctx); err != nil {
+			cancel()
+			a.log.Warn("relist failed; retrying", "in", wait.String(), "err", err)
+			if !sleep(ctx, wait) {
+				break
+			}
+			wait = min(wait*2, 30*time.Second)
+			continue
+		}
+		wait = time.Second
+		err := a.watch(ctx, events, errs)
+		cancel()
+		if ctx.Err() != nil {
+			break
+		}
+		a.log.Warn("docker event stream broken; resubscribing", "err", err)
+		if !sleep(ctx, 500*time.Millisecond) {
+			break
+		}
+	}
+	return nil
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// eventQueue decouples reading Docker's event stream (which must never
+// block: Docker drops events for slow subscribers) from handling them.
+type eventQueue struct {
+	mu     sync.Mutex
+	byID   map[string]dtma.ContainerEvent // latest event per container
+	order  []string
+	signal chan struct{}
+}
+
+func (q *eventQueue) push(ev dtma.ContainerEvent) {
+	q.mu.Lock()
+	if _, ok := q.byID[ev.ContainerID]; !ok {
+		q.order = append(q.order, ev.ContainerID)
+	}
+	prev, had := q.byID[ev.ContainerID]
+	if !had || prev.Action != "destroy" {
+		q.byID[ev.ContainerID] = ev
+	}
+	q.mu.Unlock()
+	select {
+	case q.signal <- struct{}{}:
+	default:
+	}
+}
+
+func (q *eventQueue) drain() []dtma.ContainerEvent {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	out := make([]dtma.ContainerEvent, 0, len(q.order))
+	for _, id := range q.order {
+		out = append(out, q.byID[id])
+	}
+	q.byID = map[string]dtma.ContainerEvent{}
+	q.order = nil
+	return out
+}
+
+// watch applies events until the stream breaks or ctx ends.
+func (a *Agent) watch(ctx context.Context, events <-chan dtma.ContainerEvent, errs <-chan error) error {
+	q := &eventQueue{byID: map[string]dtma.ContainerEvent{}, signal: make(chan struct{}, 1)}
+	broken := make(chan error, 1)
+	go func() {
+		for {
+			select {
+			case ev, ok := <-events:
+				if !ok {
+					broken <- fmt.Errorf("event stream closed")
+					return
+				}
+				q.push(ev)
+			case err, ok := <-errs:
+				if !ok {
+					err = fmt.Errorf("event stream closed")
+				}
+				broken <- err
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	resync := time.NewTicker(a.cfg.ResyncInterval)
+	defer resync.Stop()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	relistSoon := false
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-broken:
+			a.noteDocker(dtma.Errorf(dtma.EUNAVAILABLE, "docker event stream: %v", err))
+			return err
+		case <-q.signal:
+			for _, ev := range q.drain() {
+				if a.applyEvent(ctx, ev) {
+					relistSoon = true
+				}
+			}
+		case <-a.kick:
+			relistSoon = true
+		case <-tick.C:
+			if relistSoon || a.recreateDue() {
+				relistSoon = false
+				if err := a.Relist(ctx); err != nil {
+					a.log.Warn("relist failed", "err", err)
+					relistSoon = true
+				}
+			} else {
+				a.flush(ctx)
+			}
+		case <-resync.C:
+			if err := a.Relist(ctx); err != nil {
+				a.log.Warn("relist failed", "err", err)
+			}
+		}
+	}
+}
+
+// applyEvent refreshes the instance an event is about. It reports whether
+// a relist is needed (the container is gone, or no record knows it).
+func (a *Agent) applyEvent(ctx context.Context, ev dtma.ContainerEvent) bool {
+	inst := a.instanceForContainer(ev.ContainerID, ev.Labels[dtma.LabelInstanceID])
+	if inst == nil {
+		return ev.Action != "destroy"
+	}
+	unlock, ok := a.locks.TryLock(inst.Name)
+	if !ok {
+		return false // an operation is running; it records the outcome
+	}
+	defer unlock()
+	if inst = a.get(inst.ID); inst == nil {
+		return false
+	}
+	c, err := a.rt.InspectContainer(ctx, ev.ContainerID)
+	if err != nil {
+		a.noteDocker(err)
+		return dtma.ErrorCode(err) == dtma.ENOTFOUND
+	}
+	if inst.ContainerID != "" && inst.ContainerID != c.ID {
+		return true // a second container claims this instance: let the relist decide
+	}
+	inst.ContainerID = c.ID
+	a.observe(ctx, inst, c)
+	return false
+}
+
+func (a *Agent) instanceForContainer(containerID, instanceID string) *dtma.Instance {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	if inst := a.view[instanceID]; inst != nil {
+		return inst.Clone()
+	}
+	for _, inst := range a.view {
+		if inst.ContainerID == containerID {
+			return inst.Clone()
+		}
+	}
+	return nil
+}
+
+// Relist lists this host's containers in one call and makes the registry
+// agree with Docker: it records observed state, finishes operations a crash
+// interrupted, recreates containers that vanished while wanted running
+// (with backoff), marks the others missing, and adopts containers labelled
+// for this host that no record knows. Instances with an operation in
+// progress are left to it. EUNAVAILABLE when Docker cannot be listed.
+func (a *Agent) Relist(ctx context.Context) error {
+	containers, err := a.rt.ListContainers(ctx, a.cfg.HostID)
+	a.noteDocker(err)
+	if err != nil {
+		return fmt.Errorf("relist: %w", err)
+	}
+	byID := map[string]*dtma.Container{}
+	byInstanceID := map[string]*dtma.Container{}
+	for _, c := range containers {
+		byID[c.ID] = c
+		if iid := c.Labels[dtma.LabelInstanceID]; iid != "" {
+			byInstanceID[iid] = c
+		}
+	}
+	claimed := map[string]bool{}
+	var later []*dtma.Instance // rows with no container yet matched
+	for _, inst := range a.snapshot() {
+		c := byID[inst.ContainerID]
+		if c == nil {
+			c = byInstanceID[inst.ID]
+		}
+		if c == nil {
+			later = append(later, inst)
+			continue
+		}
+		claimed[c.ID] = true
+		a.reconcileLocked(ctx, inst, c, false)
+	}
+	for _, inst := range later {
+		var c *dtma.Container
+		if inst.Tracking == dtma.TrackContainerID && inst.ContainerID != "" {
+			found, err := a.rt.InspectContainer(ctx, inst.ContainerID)
+			if err != nil && dtma.ErrorCode(err) != dtma.ENOTFOUND {
+				return fmt.Errorf("relist: %w", err)
+			}
+			c = found
+		}
+		if c == nil {
+			// A record restored from an older backup may name the
+			// instance under another id: match by instance name.
+			for _, cand := range containers {
+				if !claimed[cand.ID] && cand.Labels[dtma.LabelInstance] == inst.Name && a.get(cand.Labels[dtma.LabelInstanceID]) == nil {
+					c = cand
+					break
+				}
+			}
+		}
+		if c != nil {
+			claimed[c.ID] = true
+		}
+		a.reconcileLocked(ctx, inst, c, true)
+	}
+	for _, c := range containers {
+		if !claimed[c.ID] {
+			a.adoptLabelled(ctx, c)
+		}
+	}
+	a.flush(ctx)
+	a.health.mu.Lock()
+	a.health.lastObservedAt = nowUTC()
+	a.health.mu.Unlock()
+	return nil
+}
+
+// reconcileLocked takes inst's lock (skipping it when an operation holds
+// it) and reconciles it with its container c (nil: none).
+func (a *Agent) reconcileLocked(ctx context.Context, inst *dtma.Instance, c *dtma.Container, verify bool) {
+	unlock, ok := a.locks.TryLock(inst.Name)
+	if !ok {
+		return
+	}
+	defer unlock()
+	if inst = a.get(inst.ID); inst == nil {
+		return
+	}
+	if c == nil && verify && inst.ContainerID != "" && inst.Tracking != dtma.TrackContainerID {
+		// The list said nothing; make sure before acting on absence.
+		if found, err := a.rt.InspectContainer(ctx, inst.ContainerID); err == nil {
+			c = found
+		} else if dtma.ErrorCode(err) != dtma.ENOTFOUND {
+			a.noteDocker(err)
+			return
+		}
+	}
+	a.reconcile(ctx, inst, c)
+}
+
+// reconcile makes inst agree with its container c (nil: none). Caller
+// holds inst's lock.
+func (a *Agent) reconcile(ctx context.Context, inst *dtma.Instance, c *dtma.Container) {
+	if c != nil {
+		inst.ContainerID = c.ID
+		a.observe(ctx, inst, c)
+		running := c.State == dtma.DockerRunning || c.State == dtma.DockerRestarting
+		switch inst.PendingOp {
+		case dtma.OpNone:
+			return // drift is recorded, never fought
+		case dtma.OpDeploy, dtma.OpStart, dtma.OpRestart:
+			if !running {
+				if _, err := a.rt.StartContainer(ctx, c.ID); err != nil {
+					a.fail(ctx, inst, fmt.Errorf("finish %s of %s: %w", inst.PendingOp, inst.Name, err))
+					return
+				}
+			}
+			a.log.Info("finished interrupted operation", "instance", inst.Name, "op", inst.PendingOp)
+			a.settle(ctx, inst)
+		case dtma.OpStop:
+			if running {
+				if _, err := a.rt.StopContainer(ctx, c.ID, a.cfg.StopTimeout); err != nil {
+					a.fail(ctx, inst, fmt.Errorf("finish stop of %s: %w", inst.Name, err))
+					return
+				}
+			}
+			a.log.Info("finished interrupted operation", "instance", inst.Name, "op", inst.PendingOp)
+			a.settle(ctx, inst)
+		case dtma.OpRemove:
+			if err := a.rt.RemoveContainer(ctx, c.ID); err != nil {
+				a.noteDocker(err)
+				return
+			}
+			a.log.Info("finished interrupted remove", "instance", inst.Name)
+			a.dropInstance(ctx, inst)
+		}
+		return
+	}
+	switch {
+	case inst.PendingOp == dtma.OpRemove:
+		a.log.Info("finished interrupted remove", "instance", inst.Name)
+		a.dropInstance(ctx, inst)
+	case inst.DesiredState == dtma.DesiredRunning:
+		if !a.recreateAllowed(inst.ID) {
+			return
+		}
+		a.log.Warn("container missing; recreating", "instance", inst.Name, "container", inst.ContainerName)
+		inst.ContainerID = ""
+		inst.PendingOp = dtma.OpDeploy
+		inst.Status = dtma.StatusDeploying
+		if err := a.writeIntent(ctx, inst); err != nil {
+			return
+		}
+		if err := a.createAndStart(ctx, inst, dtma.PullMissing); err != nil {
+			a.recreateFailed(inst.ID)
+			if dtma.ErrorCode(err) == dtma.EUNAVAILABLE {
+				a.noteDocker(err)
+				return // the intent stands; retried when Docker is back
+			}
+			a.fail(ctx, inst, err)
+			return
+		}
+		a.recreateSucceeded(inst.ID)
+	default:
+		o := dtma.Observed{DockerStatus: dtma.DockerMissing}
+		if inst.Observed != o || inst.PendingOp != dtma.OpNone || inst.Status != dtma.StatusMissing {
+			inst.Observed = o
+			inst.ContainerID = ""
+			inst.PendingOp = dtma.OpNone
+			inst.Status = dtma.StatusMissing
+			a.writeOutcome(ctx, inst)
+		}
+	}
+}
+
+// observe records what Docker shows of inst's container, writing to the
+// registry only what changed. Caller holds inst's lock.
+func (a *Agent) observe(ctx context.Context, inst *dtma.Instance, c *dtma.Container) {
+	o := normObserved(c.Observed())
+	if o.ContainerID == inst.ContainerID && o.RestartCount > inst.RestartCount {
+		a.noteRestarts(inst.ID, o.RestartCount-inst.RestartCount)
+	}
+	changed := !sameObserved(o, inst.Observed)
+	inst.Observed = o
+	inst.ObservedAt = nowUTC()
+	status := inst.Status
+	if inst.PendingOp == dtma.OpNone && (changed || inst.Status != dtma.StatusError) {
+		status = a.statusFor(inst)
+	}
+	switch {
+	case status != inst.Status:
+		inst.Status = status
+		a.writeOutcome(ctx, inst)
+	case changed:
+		_, err := a.reg.UpdateObserved(ctx, inst.ID, o)
+		a.noteRegistry(err)
+		a.mu.Lock()
+		a.view[inst.ID] = inst.Clone()
+		if err != nil {
+			a.dirty[inst.ID] = true
+		}
+		a.mu.Unlock()
+	default:
+		a.putView(inst) // ObservedAt only: memory, no write
+	}
+}
+
+// normObserved brings times to the registry's precision (microseconds,
+// UTC) so that a value read back compares equal.
+func normObserved(o dtma.Observed) dtma.Observed {
+	norm := func(t time.Time) time.Time {
+		if t.IsZero() {
+			return time.Time{}
+		}
+		return t.Truncate(time.Microsecond).UTC()
+	}
+	o.StartedAt, o.FinishedAt = norm(o.StartedAt), norm(o.FinishedAt)
+	return o
+}
+
+func sameObserved(a, b dtma.Observed) bool {
+	return a.DockerStatus == b.DockerStatus && a.ContainerID == b.ContainerID &&
+		a.StartedAt.Equal(b.StartedAt) && a.FinishedAt.Equal(b.FinishedAt) &&
+		a.ExitCode == b.ExitCode && a.RestartCount == b.RestartCount
+}
+
+// adoptLabelled records a container labelled for this host that no record
+// knows (the registry was lost, restored from an old backup, or a crash
+// fell between create and record), rebuilding the record from its labels
+// and inspect data. It never restarts or recreates the container.
+func (a *Agent) adoptLabelled(ctx context.Context, c *dtma.Container) {
+	name := c.Labels[dtma.LabelInstance]
+	if name == "" || dtma.ValidateName(name) != nil {
+		a.log.Warn("container labelled for this host has no valid instance name; left alone", "container", c.Name)
+		return
+	}
+	unlock, ok := a.locks.TryLock(name)
+	if !ok {
+		return // a deploy of this name is in progress; it records the container
+	}
+	defer unlock()
+	id := strings.ToLower(c.Labels[dtma.LabelInstanceID])
+	if a.get(id) != nil {
+		return
+	}
+	if a.lookup(name) != nil {
+		a.log.Warn("container claims an instance that already has a record; left alone", "container", c.Name, "instance", name)
+		return
+	}
+	if !dtma.IsUUID(id) {
+		id = dtma.NewUUID()
+	}
+	a.createMu.Lock()
+	defer a.createMu.Unlock()
+	inst := instanceFromContainer(c, id, name)
+	inst.HostID = a.cfg.HostID
+	inst.Status = a.statusFor(inst)
+	err := a.reg.CreateInstance(ctx, inst)
+	a.noteRegistry(err)
+	if err != nil {
+		a.log.Error("adopt container", "container", c.Name, "instance", name, "err", err)
+		return
+	}
+	inst.ObservedAt = nowUTC()
+	a.putView(inst)
+	a.log.Info("adopted container", "instance", name, "container", c.Name, "id", c.ID)
+}
+
+// instanceFromContainer rebuilds a record from a DTMA-labelled container.
+func instanceFromContainer(c *dtma.Container, id, name string) *dtma.Instance {
+	spec := dtma.Spec{Image: c.Image}
+	if names, ok := c.Labels[dtma.LabelEnvNames]; ok {
+		for _, n := range strings.Split(names, ",") {
+			if v, ok := c.Env[n]; ok && n != "" {
+				if spec.Env == nil {
+					spec.Env = map[string]string{}
+				}
+				spec.Env[n] = v
+			}
+		}
+	} else if len(c.Env) > 0 {
+		spec.Env = c.Env
+	}
+	if raw, ok := c.Labels[dtma.LabelPorts]; ok {
+		var ports []dtma.Port
+		if json.Unmarshal([]byte(raw), &ports) == nil && len(ports) > 0 {
+			spec.Ports = ports
+		}
+	} else {
+		spec.Ports = append([]dtma.Port(nil), c.Ports...)
+	}
+	hash := c.Labels[dtma.LabelSpecHash]
+	if hash == "" {
+		hash = spec.Hash()
+	}
+	desired := dtma.DesiredStopped
+	if c.State == dtma.DockerRunning || c.State == dtma.DockerRestarting || c.State == dtma.DockerPaused {
+		desired = dtma.DesiredRunning
+	}
+	return &dtma.Instance{
+		ID:                    id,
+		Name:                  name,
+		AccountToolInstanceID: strings.ToLower(c.Labels[dtma.LabelAccountID]),
+		ContainerName:         c.Name,
+		Spec:                  spec,
+		SpecHash:              hash,
+		Ports:                 append([]dtma.Port(nil), c.Ports...),
+		DesiredState:          desired,
+		Tracking:              dtma.TrackLabel,
+		Observed:              normObserved(c.Observed()),
+	}
+}
+
+// flush writes rows the registry could not take earlier (it was down).
+func (a *Agent) flush(ctx context.Context) {
+	a.mu.RLock()
+	if len(a.dirty) == 0 && len(a.deleted) == 0 {
+		a.mu.RUnlock()
+		return
+	}
+	var dirty, deleted []string
+	for id := range a.dirty {
+		dirty = append(dirty, id)
+	}
+	for id := range a.deleted {
+		deleted = append(deleted, id)
+	}
+	a.mu.RUnlock()
+	for _, id := range deleted {
+		err := a.reg.DeleteInstance(ctx, id)
+		a.noteRegistry(err)
+		if err != nil {
+			return
+		}
+		a.mu.Lock()
+		delete(a.deleted, id)
+		a.mu.Unlock()
+	}
+	for _, id := range dirty {
+		inst := a.get(id)
+		if inst == nil {
+			a.mu.Lock()
+			delete(a.dirty, id)
+			a.mu.Unlock()
+			continue
+		}
+		unlock, ok := a.locks.TryLock(inst.Name)
+		if !ok {
+			continue
+		}
+		if inst = a.get(id); inst != nil {
+			err := a.reg.UpdateInstance(ctx, inst)
+			if dtma.ErrorCode(err) == dtma.ENOTFOUND {
+				err = a.reg.CreateInstance(ctx, inst)
+			}
+			a.noteRegistry(err)
+			if err == nil {
+				a.mu.Lock()
+				delete(a.dirty, id)
+				a.mu.Unlock()
+				a.log.Info("caught up registry row", "instance", inst.Name)
+			}
+		}
+		unlock()
+	}
+}
+
+// noteRestarts records n Docker restarts of an instance now.
+func (a *Agent) noteRestarts(id string, n int) {
+	now := time.Now()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for i := 0; i < n && i < a.cfg.CrashLoopRestarts; i++ {
+		a.restarts[id] = append(a.restarts[id], now)
+	}
+}
+
+// crashLooping reports whether the instance restarted at least
+// CrashLoopRestarts times within CrashLoopWindow.
+func (a *Agent) crashLooping(id string) bool {
+	cutoff := time.Now().Add(-a.cfg.CrashLoopWindow)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	kept := a.restarts[id][:0]
+	for _, t := range a.restarts[id] {
+		if t.After(cutoff) {
+			kept = append(kept, t)
+		}
+	}
+	if len(kept) == 0 {
+		delete(a.restarts, id)
+	} else {
+		a.restarts[id] = kept
+	}
+	return len(kept) >= a.cfg.CrashLoopRestarts
+}
+
+func (a *Agent) recreateAllowed(id string) bool {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	b := a.recreate[id]
+	return b == nil || !time.Now().Before(b.next)
+}
+
+func (a *Agent) recreateDue() bool {
+	now := time.Now()
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	for _, b := range a.recreate {
+		if !now.Before(b.next) {
+			return true
+		}
+	}
+	return false
+}
+
+func (a *Agent) recreateFailed(id string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	b := a.recreate[id]
+	if b == nil {
+		b = &backoff{}
+		a.recreate[id] = b
+	}
+	b.failures++
+	d := a.cfg.RecreateBackoffMin << min(b.failures-1, 20)
+	if d > a.cfg.RecreateBackoffMax || d <= 0 {
+		d = a.cfg.RecreateBackoffMax
+	}
+	b.next = time.Now().Add(d)
+}
+
+func (a *Agent) recreateSucceeded(id string) {
+	a.mu.Lock()
+	delete(a.recreate, id)
+	a.mu.Unlock()
+}

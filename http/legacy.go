@@ -1,0 +1,314 @@
+package http
+
+import (
+	"bufio"
+	"fmt"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/agentopia/dtma"
+)
+
+// The legacy face: the routes and envelopes the platform's backend already
+// uses (see shared/reference/legacy-dtma-api.md). Field names are the
+// backend's and part of the contract.
+
+type legacyBinding struct {
+	HostIP   string `json:"HostIp"`
+	HostPort string `json:"HostPort"`
+}
+
+type legacyDeployJSON struct {
+	DockerImageURL         string `json:"dockerImageUrl"`
+	InstanceNameOnToolbox  string `json:"instanceNameOnToolbox"`
+	AccountToolInstanceID  string `json:"accountToolInstanceId"`
+	PullPolicy             string `json:"pullPolicy"`
+	BaseConfigOverrideJSON *struct {
+		Env        []string `json:"Env"`
+		HostConfig *struct {
+			PortBindings map[string][]legacyBinding `json:"PortBindings"`
+		} `json:"HostConfig"`
+	} `json:"baseConfigOverrideJson"`
+}
+
+type legacyPort struct {
+	IP          string `json:"ip"`
+	PrivatePort int    `json:"private_port"`
+	PublicPort  int    `json:"public_port"`
+	Type        string `json:"type"`
+}
+
+// legacyTool is one element of tool_instances. The first fields are the
+// legacy contract's; the rest are DTMA additions old clients ignore.
+type legacyTool struct {
+	AccountToolInstanceID string       `json:"account_tool_instance_id"`
+	InstanceNameOnToolbox string       `json:"instance_name_on_toolbox"`
+	ContainerID           string       `json:"container_id"`
+	Status                string       `json:"status"`
+	Image                 string       `json:"image"`
+	Ports                 []legacyPort `json:"ports"`
+	Created               int64        `json:"created"`
+	DTMAStatus            string       `json:"dtma_status"`
+	DesiredState          string       `json:"desired_state"`
+	Drift                 bool         `json:"drift"`
+	ExitCode              int          `json:"exit_code"`
+	RestartCount          int          `json:"restart_count"`
+	LastError             *string      `json:"last_error"`
+}
+
+func toLegacyTool(inst *dtma.Instance) legacyTool {
+	ports := make([]legacyPort, 0, len(inst.Ports))
+	for _, p := range inst.Ports {
+		ip := p.HostIP
+		if ip == "" {
+			ip = "0.0.0.0"
+		}
+		ports = append(ports, legacyPort{IP: ip, PrivatePort: p.ContainerPort, PublicPort: p.HostPort, Type: p.Protocol})
+	}
+	return legacyTool{
+		AccountToolInstanceID: inst.AccountToolInstanceID,
+		InstanceNameOnToolbox: inst.Name,
+		ContainerID:           inst.ContainerID,
+		Status:                dockerStatusWord(inst),
+		Image:                 inst.Spec.Image,
+		Ports:                 ports,
+		Created:               inst.CreatedAt.Unix(),
+		DTMAStatus:            string(inst.Status),
+		DesiredState:          string(inst.DesiredState),
+		Drift:                 inst.Drift(),
+		ExitCode:              inst.ExitCode,
+		RestartCount:          inst.RestartCount,
+		LastError:             strPtr(inst.LastError),
+	}
+}
+
+func toLegacyTools(list []*dtma.Instance) []legacyTool {
+	out := make([]legacyTool, 0, len(list))
+	for _, inst := range list {
+		out = append(out, toLegacyTool(inst))
+	}
+	return out
+}
+
+// legacyField renames a v1 field in an error to the legacy body's name.
+func legacyField(err error, portKeys []string) error {
+	e, ok := err.(*dtma.Error)
+	if !ok || e.Field == "" {
+		return err
+	}
+	c := *e
+	switch {
+	case c.Field == "name":
+		c.Field = "instanceNameOnToolbox"
+	case c.Field == "image":
+		c.Field = "dockerImageUrl"
+	case c.Field == "account_tool_instance_id":
+		c.Field = "accountToolInstanceId"
+	case c.Field == "pull_policy":
+		c.Field = "pullPolicy"
+	case c.Field == "env" || strings.HasPrefix(c.Field, "env."):
+		c.Field = "baseConfigOverrideJson.Env" + strings.TrimPrefix(c.Field, "env")
+	case strings.HasPrefix(c.Field, "ports["):
+		var i int
+		if _, err := fmt.Sscanf(c.Field, "ports[%d]", &i); err == nil && i >= 0 && i < len(portKeys) {
+			c.Field = "baseConfigOverrideJson.HostConfig.PortBindings[\"" + portKeys[i] + "\"]"
+		} else {
+			c.Field = "baseConfigOverrideJson.HostConfig.PortBindings"
+		}
+	}
+	return &c
+}
+
+// parseLegacyDeploy turns the legacy body into a DeployRequest and the
+// PortBindings key of each port (for error messages).
+func parseLegacyDeploy(body legacyDeployJSON) (dtma.DeployRequest, []string, error) {
+	req := dtma.DeployRequest{
+		Name:                  body.InstanceNameOnToolbox,
+		AccountToolInstanceID: body.AccountToolInstanceID,
+		Spec:                  dtma.Spec{Image: body.DockerImageURL},
+		PullPolicy:            dtma.PullPolicy(body.PullPolicy),
+	}
+	var keys []string
+	if cfg := body.BaseConfigOverrideJSON; cfg != nil {
+		for i, kv := range cfg.Env {
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok {
+				return req, nil, dtma.FieldErrorf(dtma.EINVALID, fmt.Sprintf("baseConfigOverrideJson.Env[%d]", i), "must be NAME=value")
+			}
+			if req.Spec.Env == nil {
+				req.Spec.Env = map[string]string{}
+			}
+			req.Spec.Env[k] = v
+		}
+		if cfg.HostConfig != nil {
+			pbKeys := make([]string, 0, len(cfg.HostConfig.PortBindings))
+			for k := range cfg.HostConfig.PortBindings {
+				pbKeys = append(pbKeys, k)
+			}
+			sort.Strings(pbKeys)
+			for _, key := range pbKeys {
+				field := "baseConfigOverrideJson.HostConfig.PortBindings[\"" + key + "\"]"
+				portStr, proto, _ := strings.Cut(key, "/")
+				cport, err := strconv.Atoi(portStr)
+				if err != nil {
+					return req, nil, dtma.FieldErrorf(dtma.EINVALID, field, "key must be \"<port>/<protocol>\"")
+				}
+				bindings := cfg.HostConfig.PortBindings[key]
+				if len(bindings) == 0 {
+					bindings = []legacyBinding{{}}
+				}
+				for _, b := range bindings {
+					hp := 0
+					if s := strings.TrimSpace(b.HostPort); s != "" {
+						if hp, err = strconv.Atoi(s); err != nil {
+							return req, nil, dtma.FieldErrorf(dtma.EINVALID, field+".HostPort", "must be a port number")
+						}
+					}
+					req.Spec.Ports = append(req.Spec.Ports, dtma.Port{ContainerPort: cport, Protocol: proto, HostPort: hp, HostIP: b.HostIP})
+					keys = append(keys, key)
+				}
+			}
+		}
+	}
+	return req, keys, nil
+}
+
+func (s *Server) handleLegacyDeploy(w http.ResponseWriter, r *http.Request) {
+	var body legacyDeployJSON
+	if err := decodeJSON(w, r, &body, false); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	req, keys, err := parseLegacyDeploy(body)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	inst, created, err := s.Service.Deploy(r.Context(), req)
+	if err != nil {
+		s.writeError(w, r, legacyField(err, keys))
+		return
+	}
+	status, msg := http.StatusCreated, "tool "+inst.Name+" deployed"
+	if !created {
+		status, msg = http.StatusOK, "tool "+inst.Name+" is already deployed with this spec; ensured it runs"
+	}
+	t := toLegacyTool(inst)
+	writeJSON(w, status, map[string]any{"success": true, "message": msg, "data": map[string]any{
+		"container_id":             inst.ContainerID,
+		"instance_name_on_toolbox": inst.Name,
+		"account_tool_instance_id": inst.AccountToolInstanceID,
+		"container_name":           inst.ContainerName,
+		"image":                    inst.Spec.Image,
+		"ports":                    t.Ports,
+		"state":                    t.Status,
+		"dtma_status":              t.DTMAStatus,
+	}})
+}
+
+func (s *Server) handleLegacyAction(action string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		inst, changed, err := s.doAction(r, action)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{
+			"success": true,
+			"message": actionMessage(action, inst, changed),
+			"data":    map[string]any{"state": dockerStatusWord(inst), "dtma_status": inst.Status, "changed": changed, "container_id": inst.ContainerID},
+		})
+	}
+}
+
+func (s *Server) handleLegacyRemove(w http.ResponseWriter, r *http.Request) {
+	ref := r.PathValue("ref")
+	if err := s.Service.RemoveInstance(r.Context(), ref); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"success": true, "message": "tool " + ref + " removed"})
+}
+
+func (s *Server) handleLegacyToolStatus(w http.ResponseWriter, r *http.Request) {
+	inst, err := s.Service.FindInstance(r.Context(), r.PathValue("ref"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	t := toLegacyTool(inst)
+	writeJSON(w, http.StatusOK, map[string]any{"success": true, "status": t.Status, "data": t})
+}
+
+// maxLegacyLogLines bounds the lines the legacy logs route returns in one
+// JSON body.
+const maxLegacyLogLines = 10000
+
+func (s *Server) handleLegacyLogs(w http.ResponseWriter, r *http.Request) {
+	opts, err := parseLogOptions(r, 100)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	opts.Follow = false // a JSON body cannot stream
+	if opts.Tail == 0 || opts.Tail > maxLegacyLogLines {
+		opts.Tail = maxLegacyLogLines
+	}
+	rc, err := s.Service.InstanceLogs(r.Context(), r.PathValue("ref"), opts)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	defer rc.Close()
+	lines := []string{}
+	sc := bufio.NewScanner(rc)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"success": true, "logs": lines})
+}
+
+func (s *Server) handleLegacyToolsStatus(w http.ResponseWriter, r *http.Request) {
+	list, err := s.Service.ListInstances(r.Context())
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"version": s.Version, "tool_instances": toLegacyTools(list)})
+}
+
+func (s *Server) handleLegacyStatus(w http.ResponseWriter, r *http.Request) {
+	list, err := s.Service.ListInstances(r.Context())
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	var m dtma.SystemMetrics
+	if s.Metrics != nil {
+		if got, err := s.Metrics.SystemMetrics(r.Context()); err == nil {
+			m = got
+		} else {
+			s.Logger.Warn("system metrics", "err", err)
+		}
+	}
+	h := s.Service.Health(r.Context())
+	status := "healthy"
+	if !h.DockerOK || !h.RegistryOK {
+		status = "degraded"
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"status":         status,
+		"timestamp":      time.Now().UTC().Format(time.RFC3339Nano),
+		"version":        s.Version,
+		"service":        "DTMA",
+		"host_id":        h.HostID,
+		"docker_ok":      h.DockerOK,
+		"registry_ok":    h.RegistryOK,
+		"tool_instances": toLegacyTools(list),
+		"system_metrics": m,
+	})
+}

@@ -1,0 +1,307 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/agentopia/dtma"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
+
+// config is everything `dtma serve` (and the registry commands) read from
+// flags and the environment. A flag set on the command line wins over its
+// environment variable, which wins over the default.
+type config struct {
+	Listen          string
+	DataDir         string
+	HostID          string
+	Tokens          []string
+	PublicStatus    bool
+	PortRangeStart  int
+	PortRangeEnd    int
+	DockerHost      string
+	DefaultHostIP   string
+	RegistryURL     string
+	RegistryMaxConn int32
+	RegistryConnTO  time.Duration
+	RegistryStmtTO  time.Duration
+	ResyncInterval  time.Duration
+	StopTimeout     time.Duration
+	CrashRestarts   int
+	CrashWindow     time.Duration
+	ContainerLabels map[string]string
+	HeartbeatURL    string
+	HeartbeatEvery  time.Duration
+	LogLevel        slog.Level
+	LogFormat       string
+}
+
+// setting describes one configuration item: its flag and the environment
+// variables that set it (first non-empty wins).
+type setting struct {
+	flag, def, usage string
+	env              []string
+}
+
+var serveSettings = []setting{
+	{"listen", ":30000", "address to listen on", []string{"DTMA_LISTEN", "PORT"}},
+	{"data-dir", "/var/lib/dtma", "data directory (SQLite registry, host id)", []string{"DTMA_DATA_DIR"}},
+	{"host-id", "", "this agent's host id (default: generated once, stored in the data dir)", []string{"DTMA_HOST_ID"}},
+	{"token-file", "", "file holding accepted bearer tokens, one per line", []string{"DTMA_TOKEN_FILE"}},
+	{"public-status", "false", "serve GET /status without a token (legacy behaviour)", []string{"DTMA_PUBLIC_STATUS"}},
+	{"port-range", "31000-31999", "host ports allocated for host_port 0", []string{"DTMA_PORT_RANGE"}},
+	{"docker-host", "", "Docker daemon address (default: DOCKER_HOST or the local socket)", []string{"DOCKER_HOST"}},
+	{"default-host-ip", "", "host address ports without host_ip are published on (default: all interfaces)", []string{"DTMA_DEFAULT_HOST_IP"}},
+	{"registry-url", "", "registry: postgres://... or sqlite:///path (default: SQLite in the data dir)", []string{"DTMA_REGISTRY_URL"}},
+	{"registry-max-conns", "8", "PostgreSQL pool size", []string{"DTMA_REGISTRY_MAX_CONNS"}},
+	{"registry-connect-timeout", "5s", "PostgreSQL connect timeout", []string{"DTMA_REGISTRY_CONNECT_TIMEOUT"}},
+	{"registry-statement-timeout", "5s", "PostgreSQL statement timeout", []string{"DTMA_REGISTRY_STATEMENT_TIMEOUT"}},
+	{"resync-interval", "30s", "full relist of Docker every", []string{"DTMA_RESYNC_INTERVAL"}},
+	{"stop-timeout", "10s", "graceful stop timeout", []string{"DTMA_STOP_TIMEOUT"}},
+	{"crashloop-restarts", "5", "restarts within the window that mark an instance crashloop", []string{"DTMA_CRASHLOOP_RESTARTS"}},
+	{"crashloop-window", "5m", "crash-loop window", []string{"DTMA_CRASHLOOP_WINDOW"}},
+	{"container-labels", "", "extra labels for every container, k=v,k=v", []string{"DTMA_CONTAINER_LABELS"}},
+	{"heartbeat-url", "", "backend base URL for the heartbeat (POST <url>/heartbeat); empty disables it", []string{"AGENTOPIA_API_BASE_URL"}},
+	{"heartbeat-interval", "60s", "heartbeat period", []string{"DTMA_HEARTBEAT_INTERVAL"}},
+	{"log-level", "info", "debug, info, warn or error", []string{"DTMA_LOG_LEVEL"}},
+	{"log-format", "json", "json or text", []string{"DTMA_LOG_FORMAT"}},
+}
+
+// registrySettings are the subset the registry commands use.
+var registrySettings = []string{"data-dir", "host-id", "registry-url", "registry-max-conns", "registry-connect-timeout", "registry-statement-timeout", "log-level", "log-format"}
+
+func addSettings(fs *pflag.FlagSet, names ...string) {
+	for _, st := range serveSettings {
+		if len(names) > 0 && !contains(names, st.flag) {
+			continue
+		}
+		usage := st.usage + " (env " + strings.Join(st.env, ", ") + ")"
+		fs.String(st.flag, st.def, usage)
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// value returns the flag's value if set on the command line, else the
+// first non-empty environment variable, else the default.
+func value(cmd *cobra.Command, s *streams, name string) string {
+	f := cmd.Flags().Lookup(name)
+	if f != nil && f.Changed {
+		return f.Value.String()
+	}
+	for _, st := range serveSettings {
+		if st.flag != name {
+			continue
+		}
+		for _, e := range st.env {
+			if v := s.getenv(e); v != "" {
+				if e == "PORT" {
+					return ":" + v
+				}
+				return v
+			}
+		}
+		return st.def
+	}
+	if f != nil {
+		return f.Value.String()
+	}
+	return ""
+}
+
+// loadConfig reads the settings registered on cmd. Errors name the flag
+// and its environment variable.
+func loadConfig(cmd *cobra.Command, s *streams) (*config, error) {
+	c := &config{}
+	var errs []string
+	bad := func(name, why string) { errs = append(errs, fmt.Sprintf("--%s: %s", name, why)) }
+	has := func(name string) bool { return cmd.Flags().Lookup(name) != nil }
+	dur := func(name string) time.Duration {
+		if !has(name) {
+			return 0
+		}
+		d, err := time.ParseDuration(value(cmd, s, name))
+		if err != nil || d <= 0 {
+			bad(name, "must be a positive duration like 30s")
+		}
+		return d
+	}
+	num := func(name string) int {
+		if !has(name) {
+			return 0
+		}
+		n, err := strconv.Atoi(value(cmd, s, name))
+		if err != nil || n <= 0 {
+			bad(name, "must be a positive whole number")
+		}
+		return n
+	}
+	c.Listen = value(cmd, s, "listen")
+	c.DataDir = value(cmd, s, "data-dir")
+	c.HostID = value(cmd, s, "host-id")
+	c.RegistryURL = value(cmd, s, "registry-url")
+	c.RegistryMaxConn = int32(num("registry-max-conns"))
+	c.RegistryConnTO = dur("registry-connect-timeout")
+	c.RegistryStmtTO = dur("registry-statement-timeout")
+	if has("listen") {
+		if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+			bad("listen", "must be host:port or :port")
+		}
+		c.PublicStatus, _ = strconv.ParseBool(value(cmd, s, "public-status"))
+		c.DockerHost = value(cmd, s, "docker-host")
+		c.DefaultHostIP = value(cmd, s, "default-host-ip")
+		if c.DefaultHostIP != "" && net.ParseIP(c.DefaultHostIP) == nil {
+			bad("default-host-ip", "must be an IP address")
+		}
+		c.ResyncInterval = dur("resync-interval")
+		c.StopTimeout = dur("stop-timeout")
+		c.CrashRestarts = num("crashloop-restarts")
+		c.CrashWindow = dur("crashloop-window")
+		c.HeartbeatURL = value(cmd, s, "heartbeat-url")
+		c.HeartbeatEvery = dur("heartbeat-interval")
+		lo, hi, ok := parseRange(value(cmd, s, "port-range"))
+		if !ok {
+			bad("port-range", "must be FROM-TO within 1-65535")
+		}
+		c.PortRangeStart, c.PortRangeEnd = lo, hi
+		labels, err := parseLabels(value(cmd, s, "container-labels"))
+		if err != nil {
+			bad("container-labels", err.Error())
+		}
+		c.ContainerLabels = labels
+		tokens, err := readTokens(s, value(cmd, s, "token-file"))
+		if err != nil {
+			bad("token-file", err.Error())
+		}
+		c.Tokens = tokens
+	}
+	switch strings.ToLower(value(cmd, s, "log-level")) {
+	case "debug":
+		c.LogLevel = slog.LevelDebug
+	case "info", "":
+		c.LogLevel = slog.LevelInfo
+	case "warn", "warning":
+		c.LogLevel = slog.LevelWarn
+	case "error":
+		c.LogLevel = slog.LevelError
+	default:
+		bad("log-level", "must be debug, info, warn or error")
+	}
+	c.LogFormat = value(cmd, s, "log-format")
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		bad("log-format", "must be json or text")
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("configuration: %s", strings.Join(errs, "; "))
+	}
+	return c, nil
+}
+
+func parseRange(v string) (int, int, bool) {
+	a, b, ok := strings.Cut(v, "-")
+	lo, err1 := strconv.Atoi(strings.TrimSpace(a))
+	hi, err2 := strconv.Atoi(strings.TrimSpace(b))
+	if !ok || err1 != nil || err2 != nil || lo < 1 || hi > 65535 || lo > hi {
+		return 0, 0, false
+	}
+	return lo, hi, true
+}
+
+// parseLabels reads "k=v,k=v". Keys in DTMA's own dtma.* namespace are
+// refused: they carry ownership and must not be overridden.
+func parseLabels(v string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, kv := range strings.Split(v, ",") {
+		kv = strings.TrimSpace(kv)
+		if kv == "" {
+			continue
+		}
+		k, val, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("%q is not key=value", kv)
+		}
+		switch k {
+		case dtma.LabelManaged, dtma.LabelHost, dtma.LabelInstance, dtma.LabelInstanceID, dtma.LabelAccountID, dtma.LabelSpecHash, dtma.LabelEnvNames, dtma.LabelPorts:
+			return nil, fmt.Errorf("label %s is DTMA's own", k)
+		}
+		out[k] = val
+	}
+	return out, nil
+}
+
+// readTokens collects the accepted bearer tokens: DTMA_BEARER_TOKEN,
+// BACKEND_TO_DTMA_API_KEY and the lines of the token file. The error never
+// contains a token.
+func readTokens(s *streams, file string) ([]string, error) {
+	var tokens []string
+	for _, e := range []string{"DTMA_BEARER_TOKEN", "BACKEND_TO_DTMA_API_KEY"} {
+		if v := strings.TrimSpace(s.getenv(e)); v != "" {
+			tokens = append(tokens, v)
+		}
+	}
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("cannot read %s: %v", file, err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if t := strings.TrimSpace(line); t != "" && !strings.HasPrefix(t, "#") {
+				tokens = append(tokens, t)
+			}
+		}
+	}
+	return tokens, nil
+}
+
+// resolveHostID returns the configured host id, or the one stored in the
+// data dir, generating and storing it on first use.
+func resolveHostID(c *config) (string, error) {
+	if c.HostID != "" {
+		if strings.ContainsAny(c.HostID, " \t\n,=") || len(c.HostID) > 128 {
+			return "", fmt.Errorf("--host-id: must be at most 128 characters without spaces, commas or '='")
+		}
+		return c.HostID, nil
+	}
+	path := filepath.Join(c.DataDir, "host-id")
+	if b, err := os.ReadFile(path); err == nil {
+		if id := strings.TrimSpace(string(b)); id != "" {
+			return id, nil
+		}
+	} else if !os.IsNotExist(err) {
+		return "", fmt.Errorf("read host id: %w", err)
+	}
+	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+		return "", fmt.Errorf("create data dir: %w", err)
+	}
+	id := "host-" + dtma.NewUUID()[:13]
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(id+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("store host id: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return "", fmt.Errorf("store host id: %w", err)
+	}
+	return id, nil
+}
+
+func newLogger(c *config, s *streams) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: c.LogLevel}
+	if c.LogFormat == "text" {
+		return slog.New(slog.NewTextHandler(s.err, opts))
+	}
+	return slog.New(slog.NewJSONHandler(s.err, opts))
+}

@@ -1,0 +1,41 @@
+package main
+
+import (
+	"github.com/spf13/cobra"
+)
+
+func newFleetCommand(s *streams) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "fleet",
+		Short: "Work with every host sharing the registry",
+	}
+	cmd.AddCommand(newFleetLsCommand(s))
+	return cmd
+}
+
+func newFleetLsCommand(s *streams) *cobra.Command {
+	var o outputOptions
+	cmd := &cobra.Command{
+		Use:     "ls",
+		Aliases: []string{"list"},
+		Short:   "List the instances of every host with their host id (asks the running agent)",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := newAPIClient(cmd, s)
+			if err != nil {
+				return err
+			}
+			var body struct {
+				Instances []instanceRow `json:"instances"`
+			}
+			if err := c.do(cmd.Context(), "GET", "/v1/fleet/instances", nil, &body); err != nil {
+				return err
+			}
+			cols := append([]column{{"HOST", func(r instanceRow) string { return r.HostID }}}, instanceColumns...)
+			return writeInstances(s.out, o, body.Instances, cols)
+		},
+	}
+	addClientFlags(cmd)
+	addOutputFlags(cmd, &o)
+	return cmd
+}

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/agentopia/dtma/agent"
+	"github.com/agentopia/dtma/docker"
+	"github.com/agentopia/dtma/heartbeat"
+	dtmahttp "github.com/agentopia/dtma/http"
+	"github.com/agentopia/dtma/procfs"
+	"github.com/spf13/cobra"
+)
+
+func newServeCommand(s *streams) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the agent",
+		Long: `Run the agent: the HTTP API (legacy /tools routes and /v1), the reconciler
+that keeps the registry in step with Docker, and the heartbeat.
+
+At least one bearer token is required (DTMA_BEARER_TOKEN,
+BACKEND_TO_DTMA_API_KEY or --token-file). SIGTERM stops the agent
+gracefully and stops no container.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := loadConfig(cmd, s)
+			if err != nil {
+				return err
+			}
+			return serve(cmd.Context(), c, s)
+		},
+	}
+	addSettings(cmd.Flags())
+	return cmd
+}
+
+func serve(ctx context.Context, c *config, s *streams) error {
+	log := newLogger(c, s)
+	if len(c.Tokens) == 0 {
+		return errors.New("no bearer token configured: set DTMA_BEARER_TOKEN (or BACKEND_TO_DTMA_API_KEY, or --token-file); DTMA never serves an open API")
+	}
+	hostID, err := resolveHostID(c)
+	if err != nil {
+		return err
+	}
+	_, portStr, _ := net.SplitHostPort(c.Listen)
+	listenPort, _ := strconv.Atoi(portStr)
+	l, err := net.Listen("tcp", c.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", c.Listen, err)
+	}
+	defer l.Close()
+	if listenPort == 0 {
+		listenPort = l.Addr().(*net.TCPAddr).Port
+	}
+
+	reg, where, err := openRegistry(ctx, c, hostID, log)
+	if err != nil {
+		return err
+	}
+	defer reg.Close()
+
+	rt, err := docker.New(docker.Options{Host: c.DockerHost, DefaultHostIP: c.DefaultHostIP, ExtraLabels: c.ContainerLabels})
+	if err != nil {
+		return fmt.Errorf("docker client: %w", err)
+	}
+	defer rt.Close()
+
+	ag, err := agent.New(ctx, agent.Config{
+		HostID:            hostID,
+		Version:           version,
+		ListenPort:        listenPort,
+		PortRangeStart:    c.PortRangeStart,
+		PortRangeEnd:      c.PortRangeEnd,
+		DefaultHostIP:     c.DefaultHostIP,
+		StopTimeout:       c.StopTimeout,
+		ResyncInterval:    c.ResyncInterval,
+		CrashLoopRestarts: c.CrashRestarts,
+		CrashLoopWindow:   c.CrashWindow,
+		Logger:            log,
+	}, reg, rt)
+	if err != nil {
+		return err
+	}
+	metrics := procfs.Source{}
+	srv := &dtmahttp.Server{
+		Service:      ag,
+		Metrics:      metrics,
+		Version:      version,
+		Logger:       log,
+		Tokens:       c.Tokens,
+		PublicStatus: c.PublicStatus,
+	}
+	log.Info("dtma starting", "version", version, "host_id", hostID, "listen", l.Addr().String(), "registry", where)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_ = ag.Run(ctx)
+	}()
+	if c.HeartbeatURL != "" {
+		hb := &heartbeat.Sender{
+			URL:       c.HeartbeatURL,
+			Token:     c.Tokens[0],
+			Interval:  c.HeartbeatEvery,
+			Timeout:   15 * time.Second,
+			Version:   version,
+			Instances: ag.ListInstances,
+			Metrics:   metrics,
+			Log:       log,
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			hb.Run(ctx)
+		}()
+	}
+	err = srv.ListenAndServe(ctx, l)
+	cancel()
+	wg.Wait()
+	log.Info("dtma stopped; containers left running")
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}

@@ -212,7 +212,7 @@ func TestRuntime(t *testing.T) {
 	t.Run("StartStopIdempotent", func(t *testing.T) {
 		t.Parallel()
 		ctx := context.Background()
-		id, _, _ := f.create(t, rtHostID(t), "", nil)
+		id, _, port := f.create(t, rtHostID(t), "", map[string]string{"ECHO": "up"})
 		if already, err := f.rt.StopContainer(ctx, id, 5*time.Second); err != nil || !already {
 			t.Fatalf("stop of a created container = already %v, err %v; want true, nil", already, err)
 		}
@@ -220,6 +220,8 @@ func TestRuntime(t *testing.T) {
 		if already, err := f.rt.StartContainer(ctx, id); err != nil || !already {
 			t.Fatalf("second start = already %v, err %v; want true, nil", already, err)
 		}
+		// Serving means the server has installed its SIGTERM handler.
+		httpGet(t, "http://127.0.0.1:"+strconv.Itoa(port)+"/")
 		if already, err := f.rt.StopContainer(ctx, id, 10*time.Second); err != nil || already {
 			t.Fatalf("stop = already %v, err %v; want false, nil", already, err)
 		}
@@ -390,6 +392,7 @@ func TestRuntime(t *testing.T) {
 		httpGet(t, base+"/env/A")
 		httpGet(t, base+"/env/B")
 		httpGet(t, base+"/env/C")
+		waitLogLine(t, f.rt, id, "request GET /env/C")
 
 		all := readLogs(t, f.rt, id, dtma.LogOptions{})
 		if len(all) < 4 || all[0] != "listening on :8080" || all[len(all)-1] != "request GET /env/C" {
@@ -424,6 +427,7 @@ func TestRuntime(t *testing.T) {
 		f.start(t, id)
 		base := "http://127.0.0.1:" + strconv.Itoa(port)
 		httpGet(t, base+"/env/first")
+		waitLogLine(t, f.rt, id, "request GET /env/first")
 
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -536,6 +540,22 @@ func readLogs(t *testing.T, rt *docker.Runtime, id string, opts dtma.LogOptions)
 		return nil
 	}
 	return strings.Split(s, "\n")
+}
+
+// waitLogLine polls the container's logs until their last line is line:
+// Docker collects output asynchronously, so a request's log line may land
+// shortly after its response.
+func waitLogLine(t *testing.T, rt *docker.Runtime, id, line string) {
+	t.Helper()
+	var lines []string
+	for range 600 {
+		lines = readLogs(t, rt, id, dtma.LogOptions{Tail: 1})
+		if len(lines) == 1 && lines[0] == line {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("log line %q never became the last line (last: %q)", line, lines)
 }
 
 // scanFor reads lines until one contains s (true) or the stream ends.

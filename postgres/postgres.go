@@ -128,9 +128,10 @@ func (r *Registry) Close() error {
 
 // do runs fn with the call's deadline and maps its error: it returns nil,
 // a *dtma.Error fn made, or one mapped from a driver error (see dbError).
-// fn runs a second time, once, when the first attempt failed on a
-// connection the server had dropped without running the statement (a stale
-// pooled connection after a server restart).
+// fn runs again (at most maxAttempts in all) when an attempt failed
+// without running the statement: nothing was sent, or the server had
+// terminated the session (stale pooled connections after a server
+// restart, which are then all dropped).
 func (r *Registry) do(ctx context.Context, op string, fn func(ctx context.Context) error) error {
 	if r.closed.Load() {
 		return dtma.Errorf(dtma.EUNAVAILABLE, "registry unavailable: closed")
@@ -138,7 +139,14 @@ func (r *Registry) do(ctx context.Context, op string, fn func(ctx context.Contex
 	ctx, cancel := context.WithTimeout(ctx, r.opts.ConnectTimeout+r.opts.StatementTimeout)
 	defer cancel()
 	err := fn(ctx)
-	if err != nil && retryable(err) && ctx.Err() == nil {
+	for attempt := 1; attempt < maxAttempts && err != nil && ctx.Err() == nil; attempt++ {
+		if serverGone(err) {
+			// Every pooled connection predates the server's shutdown:
+			// drop them all rather than meet them one by one.
+			r.pool.Reset()
+		} else if !pgconn.SafeToRetry(err) {
+			break
+		}
 		err = fn(ctx)
 	}
 	if err == nil {
@@ -154,12 +162,13 @@ func (r *Registry) do(ctx context.Context, op string, fn func(ctx context.Contex
 	return dbError(op, err)
 }
 
-// retryable reports whether err shows the statement did not run: it failed
-// before anything was sent, or the server had terminated the session.
-func retryable(err error) bool {
-	if pgconn.SafeToRetry(err) {
-		return true
-	}
+// maxAttempts bounds how often do runs a call that failed without running.
+const maxAttempts = 3
+
+// serverGone reports whether err is the server terminating the session
+// (shutdown or crash of the server, or of the backend) before or instead of
+// running the statement: the statement did not commit.
+func serverGone(err error) bool {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch pgErr.Code {

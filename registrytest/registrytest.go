@@ -627,7 +627,7 @@ func (s *suite) testFindByIDNotFound(t *testing.T) {
 	got, err := rb.FindInstanceByID(ctx, a.ID)
 	assertCode(t, err, dtma.ENOTFOUND)
 	if got != nil {
-		t.Errorf("FindInstanceByID of another host's row returned %+v", got)
+		t.Errorf("FindInstanceByID of another host's row returned %s", ids([]*dtma.Instance{got}))
 	}
 	// A string that is no UUID is simply not found.
 	_, err = ra.FindInstanceByID(ctx, "not-a-uuid")

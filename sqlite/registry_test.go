@@ -277,7 +277,7 @@ func TestDataSurvivesReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got.Name != inst.Name || got.Spec.Env["KEY"] != "välue=with=equals" || got.Observed != o || !got.CreatedAt.Equal(inst.CreatedAt) {
-		t.Errorf("after reopen got %+v", got)
+		t.Errorf("after reopen got name %q env KEY intact %v observed %+v created %v", got.Name, got.Spec.Env["KEY"] == "välue=with=equals", got.Observed, got.CreatedAt)
 	}
 }
 
@@ -516,5 +516,26 @@ func TestClosedRegistryUnavailable(t *testing.T) {
 	}
 	if err := r.Ping(ctx); dtma.ErrorCode(err) != dtma.EUNAVAILABLE {
 		t.Errorf("Ping after Close: %v, want code %s", err, dtma.EUNAVAILABLE)
+	}
+}
+
+func TestOpenPathWithURICharacters(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "dir with space?&#%41", "reg?istry#1%2F.db")
+	r := mustOpen(t, path, "h")
+	inst := registrytest.NewInstance("odd-path")
+	if err := r.CreateInstance(ctx, inst); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(path)
+	if err != nil || st.Size() == 0 {
+		t.Fatalf("the database is not at %q: %v", path, err)
+	}
+	if _, err := mustOpen(t, path, "h").FindInstanceByID(ctx, inst.ID); err != nil {
+		t.Errorf("reopen: %v", err)
 	}
 }

@@ -231,7 +231,7 @@ func (a *Agent) createContainer(ctx context.Context, inst *dtma.Instance) (strin
 // operation cleared, status from Docker, last error cleared.
 func (a *Agent) settle(ctx context.Context, inst *dtma.Instance) {
 	if c, err := a.rt.InspectContainer(ctx, inst.ContainerID); err == nil {
-		inst.Observed = c.Observed()
+		inst.Observed = normObserved(c.Observed())
 		inst.ObservedAt = nowUTC()
 	} else if dtma.ErrorCode(err) == dtma.ENOTFOUND {
 		inst.Observed = dtma.Observed{DockerStatus: dtma.DockerMissing}

@@ -301,7 +301,7 @@ func (a *Agent) fail(ctx context.Context, inst *dtma.Instance, err error) error 
 	a.log.Warn("operation failed", "instance", inst.Name, "err", err)
 	if c, ierr := a.containerOf(ctx, inst); ierr == nil {
 		if c != nil {
-			inst.Observed = c.Observed()
+			inst.Observed = normObserved(c.Observed())
 		} else {
 			inst.Observed = dtma.Observed{DockerStatus: dtma.DockerMissing}
 		}

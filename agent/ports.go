@@ -61,10 +61,10 @@ func (a *Agent) resolvePorts(view []*dtma.Instance, exceptID string, ports []dtm
 	}
 	for i, p := range ports {
 		field := fmt.Sprintf("ports[%d].host_port", i)
-		ip := p.HostIP
-		if ip == "" {
-			ip = a.cfg.DefaultHostIP
+		if p.HostIP == "" {
+			p.HostIP = a.cfg.DefaultHostIP // record where it is really published
 		}
+		ip := p.HostIP
 		if p.HostPort != 0 {
 			if p.Protocol == "tcp" && a.cfg.ListenPort != 0 && p.HostPort == a.cfg.ListenPort {
 				return nil, dtma.FieldErrorf(dtma.ECONFLICT, field, "host port %d is the DTMA agent's own port", p.HostPort)

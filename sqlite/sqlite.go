@@ -6,11 +6,12 @@
 // directory 0700 (the agent's data dir should be 0700), and SQLite gives the
 // -wal and -shm files the database file's permissions.
 //
-// Commits are durable (journal_mode=WAL, synchronous=FULL). Writes go
-// through one connection with BEGIN IMMEDIATE transactions, so writers of one
-// Registry queue in Go and writers of other processes wait on SQLite's busy
-// timeout instead of failing; reads use a pool of read-only connections and
-// run concurrently with writes.
+// Commits are durable (journal_mode=WAL, synchronous=FULL). Every write is
+// one atomic statement (transactions, as for migrations, start with BEGIN
+// IMMEDIATE) on a single write connection, so writers of one Registry queue
+// in Go and writers of other processes wait on SQLite's busy timeout instead
+// of failing; reads use a pool of read-only connections and run concurrently
+// with writes.
 //
 // Times are stored as INTEGER unix microseconds in UTC (NULL for a zero
 // started_at/finished_at) and read back as UTC time.Time values at

@@ -109,6 +109,12 @@ func FreePort(tb testing.TB) int {
 // Cleanup registers a tb.Cleanup that force-removes every container (running
 // or not) carrying exactly the label key=value given as label ("dtma.test=<run
 // id>"), and only those. Removal failures are reported with tb.Errorf.
+//
+// The removal runs when tb ends. With parallel tests, register it on a
+// parent test whose parallel subtests create the containers (its cleanup
+// runs after them all), or give each test its own label value (for example
+// RunID()+"-"+name): a cleanup must not remove containers a still-running
+// test is using.
 func Cleanup(tb testing.TB, c *client.Client, label string) {
 	tb.Helper()
 	if label == "" || !strings.Contains(label, "=") {

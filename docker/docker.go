@@ -73,8 +73,7 @@ func New(opts Options) (*Runtime, error) {
 	}
 
 	copts := []client.Opt{
-		client.FromEnv,
-		client.WithAPIVersionNegotiation(),
+		client.FromEnv, // the client negotiates the API version by default (Engine API 1.40+)
 		client.WithHTTPResponseHook(recordStatus),
 	}
 	if host := opts.Host; host != "" {

@@ -51,7 +51,7 @@ const echoPkg = "github.com/agentopia/dtma/internal/testimage/echo"
 // is closed when the test ends.
 func Client(tb testing.TB) *client.Client {
 	tb.Helper()
-	c, err := client.New(client.FromEnv, client.WithAPIVersionNegotiation())
+	c, err := client.New(client.FromEnv)
 	if err != nil {
 		unavailable(tb, fmt.Errorf("new docker client: %w", err))
 	}

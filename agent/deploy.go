@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -167,7 +168,7 @@ func (a *Agent) createAndStart(ctx context.Context, inst *dtma.Instance, policy 
 	warning, err := a.rt.EnsureImage(ctx, inst.Spec.Image, policy)
 	a.noteDocker(err)
 	if err != nil {
-		return fmt.Errorf("deploy %s: %w", inst.Name, err)
+		return fmt.Errorf("deploy %s: %w", inst.Name, imageField(err))
 	}
 	if warning != "" {
 		a.log.Warn("image", "instance", inst.Name, "image", inst.Spec.Image, "warning", warning)
@@ -187,6 +188,19 @@ func (a *Agent) createAndStart(ctx context.Context, inst *dtma.Instance, policy 
 	}
 	a.settle(ctx, inst)
 	return nil
+}
+
+// imageField names the image field in an EINVALID image error (absent
+// with pull policy never, not pullable) so that callers see which request
+// field is at fault; other errors are returned as they are.
+func imageField(err error) error {
+	var e *dtma.Error
+	if errors.As(err, &e) && e.Code == dtma.EINVALID && e.Field == "" {
+		c := *e
+		c.Field = "image"
+		return &c
+	}
+	return err
 }
 
 // createContainer creates inst's container, adopting one left by an

@@ -2,6 +2,7 @@ package http
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"net/http"
 	"sort"
@@ -95,8 +96,8 @@ func toLegacyTools(list []*dtma.Instance) []legacyTool {
 
 // legacyField renames a v1 field in an error to the legacy body's name.
 func legacyField(err error, portKeys []string) error {
-	e, ok := err.(*dtma.Error)
-	if !ok || e.Field == "" {
+	var e *dtma.Error
+	if !errors.As(err, &e) || e.Field == "" {
 		return err
 	}
 	c := *e

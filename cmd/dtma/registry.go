@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"reflect"
+	"strings"
 	"time"
 
 	"github.com/agentopia/dtma"
@@ -173,6 +174,7 @@ func importRows(ctx context.Context, reg dtma.Registry, f exportFile, s *streams
 	var create []*dtma.Instance
 	var conflicts []string
 	unchanged := 0
+	planned := map[string]string{} // "field\x00value" of rows to create -> their name
 	for _, e := range f.Instances {
 		if e.HostID != reg.HostID() {
 			conflicts = append(conflicts, fmt.Sprintf("%s: belongs to host %s, this registry is host %s (set DTMA_HOST_ID)", e.Name, e.HostID, reg.HostID()))
@@ -213,9 +215,24 @@ func importRows(ctx context.Context, reg dtma.Registry, f exportFile, s *streams
 				break
 			}
 		}
+		// Rows of the file must not clash among themselves either: a clash
+		// found only while writing would leave the import half-done.
+		keys := []string{"id\x00" + strings.ToLower(e.ID), "name\x00" + e.Name, "container_name\x00" + e.ContainerName}
+		if e.AccountToolInstanceID != "" {
+			keys = append(keys, "account_tool_instance_id\x00"+strings.ToLower(e.AccountToolInstanceID))
+		}
+		for _, k := range keys {
+			if other, ok := planned[k]; ok && clash == "" {
+				field, v, _ := strings.Cut(k, "\x00")
+				clash = fmt.Sprintf("%s: %s %q is also used by row %q of the file", e.Name, field, v, other)
+			}
+		}
 		if clash != "" {
 			conflicts = append(conflicts, clash)
 			continue
+		}
+		for _, k := range keys {
+			planned[k] = e.Name
 		}
 		create = append(create, fromExport(e))
 	}

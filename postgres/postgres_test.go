@@ -584,3 +584,48 @@ func TestErrorMapping(t *testing.T) {
 	long.ContainerName = strings.Repeat("c", 300)
 	assertCode(t, "CreateInstance with a 300-byte container name", r.CreateInstance(ctx, long), dtma.EINVALID)
 }
+
+// TestOpenAdoptsPlatformTable: the platform may create dtma_container_registry
+// itself, with only its own columns and rows of its own; Open adds DTMA's
+// columns without touching those rows, and the registry works on the table.
+func TestOpenAdoptsPlatformTable(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dsn := pg.Server(t).CreateDatabase(t, t.Name())
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `CREATE TABLE dtma_container_registry (
+		id UUID PRIMARY KEY DEFAULT gen_random_uuid(),
+		account_tool_instance_id UUID,
+		container_name VARCHAR(255) NOT NULL,
+		docker_image_url TEXT NOT NULL,
+		container_id VARCHAR(64),
+		dtma_status VARCHAR(50) NOT NULL,
+		docker_status VARCHAR(50),
+		port_bindings JSONB DEFAULT '{}',
+		created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+		updated_at TIMESTAMPTZ NOT NULL DEFAULT now());
+		INSERT INTO dtma_container_registry (container_name, docker_image_url, dtma_status) VALUES ('old-a', 'x:1', 'running'), ('old-b', 'x:1', 'running');`); err != nil {
+		t.Fatal(err)
+	}
+	reg, err := postgres.Open(ctx, dsn, "host-platform", postgres.Options{})
+	if err != nil {
+		t.Fatalf("open on the platform's table: %v", err)
+	}
+	defer reg.Close()
+	inst := registrytest.NewInstance("adopted table")
+	if err := reg.CreateInstance(ctx, inst); err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	rows, err := reg.FindInstances(ctx, dtma.InstanceFilter{})
+	if err != nil || len(rows) != 1 || rows[0].Name != "adopted table" {
+		t.Fatalf("rows %v err %v: want only the agent's own row", rows, err)
+	}
+	var n int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM dtma_container_registry WHERE host_id = ''`).Scan(&n); err != nil || n != 2 {
+		t.Fatalf("platform rows: %d, %v", n, err)
+	}
+}

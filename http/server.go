@@ -33,7 +33,8 @@ type Server struct {
 	// behaviour some backend functions rely on).
 	PublicStatus bool
 
-	srv *http.Server
+	srv      *http.Server
+	requests requestCounter
 }
 
 // route is one registered route; the OpenAPI test checks the v1 ones
@@ -56,6 +57,8 @@ func (s *Server) routes() []route {
 		{Method: "GET", Path: "/tools/{ref}/status", handler: s.handleLegacyToolStatus},
 		{Method: "GET", Path: "/tools/{ref}/logs", handler: s.handleLegacyLogs},
 		{Method: "DELETE", Path: "/tools/{ref}", handler: s.handleLegacyRemove},
+
+		{Method: "GET", Path: "/metrics", handler: s.handleMetrics},
 
 		{Method: "GET", Path: "/v1/openapi.json", handler: s.handleOpenAPI},
 		{Method: "GET", Path: "/v1/health", handler: s.handleV1Health},
@@ -97,7 +100,6 @@ func (s *Server) ListenAndServe(ctx context.Context, l net.Listener) error {
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
-		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- s.srv.Serve(l) }()
@@ -178,6 +180,11 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w}
 		next.ServeHTTP(rec, r)
+		route := r.Pattern // the matched route, so instance names do not explode the label set
+		if i := strings.IndexByte(route, ' '); i >= 0 {
+			route = route[i+1:]
+		}
+		s.requests.add(r.Method, route, rec.status)
 		if r.URL.Path == "/health" && rec.status == http.StatusOK {
 			return // liveness probes would drown the log
 		}

@@ -2,6 +2,9 @@ package e2e
 
 import (
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"net/http"
 	"sort"
 	"testing"
@@ -73,10 +76,29 @@ func BenchmarkAPI(b *testing.B) {
 		for i := 0; i < b.N; i++ {
 			start := time.Now()
 			a.Expect(http.StatusOK, "GET", "/v1/instances", nil)
+			if i == 0 {
+				b.ReportMetric(a.rssMB(), "agent-rss-MB")
+			}
 			a.Expect(http.StatusOK, "GET", "/tools/status", nil)
 			lat = append(lat, time.Since(start)/2)
 		}
 		b.StopTimer()
 		lat.report(b)
 	})
+}
+
+// rssMB reads the agent process's resident set size from /proc.
+func (a *Agent) rssMB() float64 {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(a.cmd.Process.Pid) + "/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") {
+			f := strings.Fields(line)
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			return kb / 1024
+		}
+	}
+	return 0
 }

@@ -2,11 +2,11 @@ package e2e
 
 import (
 	"fmt"
+	"net/http"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
-	"net/http"
-	"sort"
 	"testing"
 	"time"
 )

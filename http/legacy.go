@@ -112,7 +112,7 @@ func legacyField(err error, portKeys []string) error {
 		c.Field = "pullPolicy"
 	case c.Field == "env" || strings.HasPrefix(c.Field, "env."):
 		c.Field = "baseConfigOverrideJson.Env" + strings.TrimPrefix(c.Field, "env")
-	case strings.HasPrefix(c.Field, "ports["):
+	case c.Field == "ports" || strings.HasPrefix(c.Field, "ports["):
 		var i int
 		if _, err := fmt.Sscanf(c.Field, "ports[%d]", &i); err == nil && i >= 0 && i < len(portKeys) {
 			c.Field = "baseConfigOverrideJson.HostConfig.PortBindings[\"" + portKeys[i] + "\"]"

@@ -224,7 +224,7 @@ func (a *Agent) removeLocked(ctx context.Context, inst *dtma.Instance) error {
 		return fmt.Errorf("remove %s: %w", inst.Name, err)
 	}
 	if c != nil {
-		if err := a.rt.RemoveContainer(ctx, c.ID); err != nil {
+		if err := a.removeContainer(ctx, c.ID); err != nil {
 			a.noteDocker(err)
 			return fmt.Errorf("remove %s: %w", inst.Name, err)
 		}
@@ -232,6 +232,29 @@ func (a *Agent) removeLocked(ctx context.Context, inst *dtma.Instance) error {
 	a.dropInstance(ctx, inst)
 	a.log.Info("removed", "instance", inst.Name)
 	return nil
+}
+
+// removeContainer force-removes the container. When Docker answers that a
+// removal is already in progress (one asked for before the agent crashed),
+// it waits (up to 30 s) for the container to be gone instead of failing
+// with a conflict.
+func (a *Agent) removeContainer(ctx context.Context, id string) error {
+	err := a.rt.RemoveContainer(ctx, id)
+	if dtma.ErrorCode(err) != dtma.ECONFLICT {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for sleep(wctx, 100*time.Millisecond) {
+		c, ierr := a.rt.InspectContainer(wctx, id)
+		if dtma.ErrorCode(ierr) == dtma.ENOTFOUND {
+			return nil
+		}
+		if ierr != nil || c.State != dtma.DockerRemoving {
+			return a.rt.RemoveContainer(ctx, id)
+		}
+	}
+	return err
 }
 
 // InstanceLogs implements dtma.InstanceService. An instance without a

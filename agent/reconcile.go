@@ -321,8 +321,9 @@ func (a *Agent) reconcile(ctx context.Context, inst *dtma.Instance, c *dtma.Cont
 			a.log.Info("finished interrupted operation", "instance", inst.Name, "op", inst.PendingOp)
 			a.settle(ctx, inst)
 		case dtma.OpRemove:
-			if err := a.rt.RemoveContainer(ctx, c.ID); err != nil {
+			if err := a.removeContainer(ctx, c.ID); err != nil {
 				a.noteDocker(err)
+				a.log.Warn("finish interrupted remove failed; will retry", "instance", inst.Name, "err", err)
 				return
 			}
 			a.log.Info("finished interrupted remove", "instance", inst.Name)

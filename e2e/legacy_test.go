@@ -348,6 +348,52 @@ func TestLegacyRedeployIdempotent(t *testing.T) {
 	}
 }
 
+// TestLegacyNamesThatSlugAlike: two backend names that derive the same
+// container name ("Slug Tool X" and "slug-tool-x") are two instances with
+// two valid, distinct container names, each managed by its own name.
+func TestLegacyNamesThatSlugAlike(t *testing.T) {
+	t.Parallel()
+	img := EchoImage(t)
+	a := StartAgent(t, AgentOptions{})
+	s := uniqueSuffix()
+	names := []string{"Slug Tool " + s, "slug-tool-" + s, "SLUG  TOOL  " + s}
+	cids := map[string]string{}
+	cnames := map[string]bool{}
+	for _, n := range names {
+		r := a.Expect(201, "POST", "/tools", legacyBody(img, n, "", []string{"ECHO=" + n}, map[string]any{"8080/tcp": []map[string]string{{"HostPort": ""}}}))
+		body := r.JSON(t)
+		cn := str(jget(body, "data.container_name"))
+		if !strings.HasPrefix(cn, "dtma-slug-tool-"+s) || !validContainerName.MatchString(cn) {
+			t.Errorf("%q got container name %q", n, cn)
+		}
+		if cnames[cn] {
+			t.Fatalf("container name %q given twice", cn)
+		}
+		cnames[cn] = true
+		cids[n] = str(jget(body, "data.container_id"))
+		pub := int(jget(body, "data.ports.0.public_port").(float64))
+		Eventually(t, 15*time.Second, "echo answer of "+n, func() bool { return HTTPGet(pub, "/") == n })
+	}
+	// Each name reaches its own container.
+	for _, n := range names {
+		r := a.Expect(200, "POST", "/tools/"+url.PathEscape(n)+"/stop", nil)
+		if jget(r.JSON(t), "data.container_id") != cids[n] {
+			t.Errorf("stop of %q acted on %v, want %s", n, jget(r.JSON(t), "data.container_id"), cids[n])
+		}
+		for _, other := range names {
+			if running := a.Inspect(cids[other]).Container.State.Running; running != (slices.Index(names, other) > slices.Index(names, n)) {
+				t.Errorf("after stopping %q: %q running=%v", n, other, running)
+			}
+		}
+	}
+	for _, n := range names {
+		a.Expect(200, "DELETE", "/tools/"+url.PathEscape(n), nil)
+		if a.Inspect(cids[n]) != nil {
+			t.Errorf("container of %q survives its delete", n)
+		}
+	}
+}
+
 // ---- helpers shared by the e2e tests of this package's files ----
 
 var validContainerName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)

@@ -90,7 +90,9 @@ func StartAgent(t testing.TB, opts AgentOptions) *Agent {
 		opts.DataDir = t.TempDir()
 	}
 	a := &Agent{t: t, Opts: opts, HostID: opts.HostID, Docker: dc}
-	a.portLo = 33000 + int(portBlock.Add(1))*40
+	// Below the kernel's ephemeral range (32768-60999), where freePort
+	// draws from, so a test's own port never collides with an allocation.
+	a.portLo = 20000 + int(portBlock.Add(1)%300)*40
 	t.Cleanup(func() {
 		a.Kill()
 		removeContainers(dc, "label="+dockertest.TestLabel+"="+dockertest.RunID(), "label=dtma.host="+a.HostID)

@@ -1,0 +1,168 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/agentopia/dtma/internal/dockertest"
+	"github.com/agentopia/dtma/internal/pgtest"
+	"github.com/moby/moby/client"
+)
+
+// containersOfInstance lists the containers of this test run labelled
+// dtma.instance=name (whatever their host label).
+func containersOfInstance(t *testing.T, dc *client.Client, name string) []string {
+	t.Helper()
+	f := client.Filters{}.Add("label", dockertest.TestLabel+"="+dockertest.RunID()).Add("label", "dtma.instance="+name)
+	list, err := dc.ContainerList(context.Background(), client.ContainerListOptions{All: true, Filters: f})
+	if err != nil {
+		t.Fatalf("list containers of %q: %v", name, err)
+	}
+	var ids []string
+	for _, c := range list.Items {
+		ids = append(ids, c.ID)
+	}
+	return ids
+}
+
+// expectUnavailable sends a request and checks for 503 with the v1 code
+// "unavailable".
+func (a *Agent) expectUnavailable(method, path string, body any) {
+	a.t.Helper()
+	r := a.Do(method, path, body)
+	var env struct {
+		Error struct{ Code, Message string } `json:"error"`
+	}
+	if r.Status != 503 || json.Unmarshal(r.Body, &env) != nil || env.Error.Code != "unavailable" {
+		a.t.Fatalf("%s %s during the outage: %d %s, want 503 with code unavailable", method, path, r.Status, r.Body)
+	}
+}
+
+// TestPostgresOutage stops PostgreSQL under a running agent: writes answer
+// 503 and change nothing in Docker, reads are served from memory, a change
+// made behind the agent's back meanwhile is caught up once the server is
+// back, which the agent notices by itself; no row is lost.
+func TestPostgresOutage(t *testing.T) {
+	t.Parallel()
+	img := EchoImage(t)
+	srv := pgtest.Start(t) // its own server: this test stops it
+	dsn := srv.CreateDatabase(t, t.Name())
+	a := StartAgent(t, AgentOptions{RegistryURL: dsn, Env: []string{
+		"DTMA_REGISTRY_CONNECT_TIMEOUT=2s", "DTMA_REGISTRY_STATEMENT_TIMEOUT=2s",
+	}})
+
+	keep := a.deploy(map[string]any{"name": "keep-running", "image": img, "env": map[string]string{"ECHO": "kept"}, "ports": []map[string]any{{"container_port": 8080}}})
+	drift := a.deploy(map[string]any{"name": "stopped-behind", "image": img})
+	idle := a.deploy(map[string]any{"name": "idle", "image": img})
+	a.Expect(200, "POST", "/v1/instances/idle/stop", nil)
+	rowsBefore := mustQueryRows(t, dsn, a.HostID)
+	if len(rowsBefore) != 3 {
+		t.Fatalf("%d rows before the outage, want 3", len(rowsBefore))
+	}
+	_, keepStarted := dockerState(t, a.Docker, keep.ContainerID)
+	Eventually(t, 20*time.Second, "keep-running answers", func() bool { return HTTPGet(keep.Ports[0].HostPort, "/") == "kept" })
+
+	srv.Stop(t)
+
+	// Writes: 503 unavailable, and nothing done in Docker.
+	a.expectUnavailable("POST", "/v1/instances", map[string]any{"name": "during-outage", "image": img})
+	if ids := containersOfInstance(t, a.Docker, "during-outage"); len(ids) != 0 {
+		t.Fatalf("deploy during the outage created containers %v without a row", ids)
+	}
+	a.expectUnavailable("POST", "/v1/instances/idle/start", nil)
+	if st, _ := dockerState(t, a.Docker, idle.ContainerID); st != "exited" {
+		t.Errorf("idle after a refused start: docker %s, want exited", st)
+	}
+	a.expectUnavailable("POST", "/v1/instances/keep-running/stop", nil)
+	a.expectUnavailable("POST", "/v1/instances/keep-running/restart", nil)
+	a.expectUnavailable("DELETE", "/v1/instances/keep-running", nil)
+	if st, started := dockerState(t, a.Docker, keep.ContainerID); st != "running" || started != keepStarted {
+		t.Errorf("keep-running after refused stop/restart/remove: docker %s StartedAt %s (was %s)", st, started, keepStarted)
+	}
+	// The legacy face refuses too.
+	if r := a.Do("POST", "/tools", map[string]any{"instanceNameOnToolbox": "legacy-outage", "dockerImageUrl": img}); r.Status != 503 {
+		t.Errorf("legacy deploy during the outage: %d %s, want 503", r.Status, r.Body)
+	}
+	if ids := containersOfInstance(t, a.Docker, "legacy-outage"); len(ids) != 0 {
+		t.Errorf("legacy deploy during the outage created containers %v", ids)
+	}
+
+	// Reads are served from memory; the fleet view (the shared table) and
+	// the health say the registry is down.
+	list := a.instances("/v1/instances")
+	if len(list) != 3 {
+		t.Fatalf("GET /v1/instances during the outage lists %d instances, want 3", len(list))
+	}
+	if got := a.instance("keep-running"); got.DockerStatus != "running" || got.ContainerID != keep.ContainerID {
+		t.Errorf("GET keep-running during the outage: %+v", got)
+	}
+	a.expectUnavailable("GET", "/v1/fleet/instances", nil)
+	var health struct {
+		RegistryOK bool `json:"registry_ok"`
+		DockerOK   bool `json:"docker_ok"`
+	}
+	if r := a.Do("GET", "/v1/health", nil); r.Status != 503 || json.Unmarshal(r.Body, &health) != nil || health.RegistryOK || !health.DockerOK {
+		t.Errorf("/v1/health during the outage: %d %s", r.Status, r.Body)
+	}
+	Eventually(t, 20*time.Second, "keep-running answers during the outage", func() bool { return HTTPGet(keep.Ports[0].HostPort, "/") == "kept" })
+
+	// Behind the agent's back while PostgreSQL is down: the in-memory view
+	// follows Docker.
+	dockerStop(t, a.Docker, drift.ContainerID)
+	Eventually(t, 60*time.Second, "the agent's view shows stopped-behind exited", func() bool {
+		got := a.instance("stopped-behind")
+		return got.DockerStatus == "exited" && got.DTMAStatus == "stopped"
+	})
+
+	srv.Restart(t)
+
+	// The agent reconnects by itself and catches up what it could not
+	// write; no row was lost and none was added.
+	Eventually(t, 60*time.Second, "the table catches up stopped-behind exited", func() bool {
+		rows, err := queryRows(context.Background(), dsn, a.HostID)
+		if err != nil {
+			return false
+		}
+		r := rowNamed(rows, "stopped-behind")
+		return r != nil && r.DockerStatus == "exited" && r.DTMAStatus == "stopped"
+	})
+	Eventually(t, 30*time.Second, "health reports the registry back", func() bool {
+		return a.Do("GET", "/v1/health", nil).Status == 200
+	})
+	rowsAfter := mustQueryRows(t, dsn, a.HostID)
+	if len(rowsAfter) != len(rowsBefore) {
+		t.Fatalf("%d rows after the outage, %d before", len(rowsAfter), len(rowsBefore))
+	}
+	for _, before := range rowsBefore {
+		after := rowNamed(rowsAfter, before.Name)
+		if after == nil || after.ID != before.ID || after.ContainerID != before.ContainerID {
+			t.Errorf("row %q before %+v, after %+v", before.Name, before, after)
+			continue
+		}
+		want := before.DockerStatus
+		if before.Name == "stopped-behind" {
+			want = "exited"
+		}
+		if after.DockerStatus != want || after.DesiredState != before.DesiredState {
+			t.Errorf("row %q after the outage: docker_status %s desired %s, want %s and %s", before.Name, after.DockerStatus, after.DesiredState, want, before.DesiredState)
+		}
+	}
+	if r := rowNamed(rowsAfter, "during-outage"); r != nil {
+		t.Errorf("the refused deploy left a row: %+v", r)
+	}
+	if ids := containersOfInstance(t, a.Docker, "during-outage"); len(ids) != 0 {
+		t.Errorf("the refused deploy left containers %v", ids)
+	}
+
+	// Writes work again, without restarting the agent.
+	a.Expect(200, "POST", "/v1/instances/idle/start", nil)
+	a.deploy(map[string]any{"name": "after-outage", "image": img})
+	if n := len(mustQueryRows(t, dsn, a.HostID)); n != 4 {
+		t.Errorf("%d rows after a deploy following the outage, want 4", n)
+	}
+	if r := rowNamed(mustQueryRows(t, dsn, a.HostID), "idle"); r == nil || r.DockerStatus != "running" || r.DTMAStatus != "running" {
+		t.Errorf("idle row after start: %+v", r)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/agentopia/dtma"
 )
@@ -206,6 +207,7 @@ func imageField(err error) error {
 // createContainer creates inst's container, adopting one left by an
 // earlier attempt for the same instance id.
 func (a *Agent) createContainer(ctx context.Context, inst *dtma.Instance) (string, error) {
+	retries := 0
 	for attempt := 0; attempt < 2; attempt++ {
 		cfg := dtma.ContainerConfig{
 			Name:   inst.ContainerName,
@@ -223,6 +225,17 @@ func (a *Agent) createContainer(ctx context.Context, inst *dtma.Instance) (strin
 			return "", err
 		}
 		c, ierr := a.rt.InspectContainer(ctx, inst.ContainerName)
+		if dtma.ErrorCode(ierr) == dtma.ENOTFOUND && retries < 5 {
+			// Docker reserves a name before the container can be
+			// inspected: another agent is creating a container of that
+			// name right now (or one was just removed). Look again.
+			retries++
+			attempt--
+			if !sleep(ctx, 50*time.Millisecond) {
+				return "", dtma.Errorf(dtma.EUNAVAILABLE, "create %s: %v", inst.ContainerName, ctx.Err())
+			}
+			continue
+		}
 		if ierr != nil {
 			return "", fmt.Errorf("name %s taken: %w", inst.ContainerName, ierr)
 		}

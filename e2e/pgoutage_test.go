@@ -98,6 +98,12 @@ func TestPostgresOutage(t *testing.T) {
 	if got := a.instance("keep-running"); got.DockerStatus != "running" || got.ContainerID != keep.ContainerID {
 		t.Errorf("GET keep-running during the outage: %+v", got)
 	}
+	var legacy struct {
+		Tools []map[string]any `json:"tool_instances"`
+	}
+	if r := a.Do("GET", "/tools/status", nil); r.Status != 200 || json.Unmarshal(r.Body, &legacy) != nil || len(legacy.Tools) != 3 {
+		t.Errorf("legacy GET /tools/status during the outage: %d %s, want 200 with 3 tools", r.Status, r.Body)
+	}
 	a.expectUnavailable("GET", "/v1/fleet/instances", nil)
 	var health struct {
 		RegistryOK bool `json:"registry_ok"`

@@ -10,10 +10,10 @@ import (
 	"time"
 )
 
-// readExportFile parses an export as generic JSON (every field, whatever
+// xiRead parses an export as generic JSON (every field, whatever
 // the CLI's types), dropping exported_at, the one field two exports of the
 // same rows may differ in.
-func readExportFile(t *testing.T, path string) map[string]any {
+func xiRead(t *testing.T, path string) map[string]any {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -33,7 +33,7 @@ func readExportFile(t *testing.T, path string) map[string]any {
 	return m
 }
 
-func exportInstances(t *testing.T, m map[string]any) []map[string]any {
+func xiInstances(t *testing.T, m map[string]any) []map[string]any {
 	t.Helper()
 	raw, _ := m["instances"].([]any)
 	var out []map[string]any
@@ -43,14 +43,14 @@ func exportInstances(t *testing.T, m map[string]any) []map[string]any {
 	return out
 }
 
-// sameExport compares two exports field by field and reports every
+// xiSame compares two exports field by field and reports every
 // difference.
-func sameExport(t *testing.T, what string, got, want map[string]any) {
+func xiSame(t *testing.T, what string, got, want map[string]any) {
 	t.Helper()
 	if reflect.DeepEqual(got, want) {
 		return
 	}
-	gi, wi := exportInstances(t, got), exportInstances(t, want)
+	gi, wi := xiInstances(t, got), xiInstances(t, want)
 	if len(gi) != len(wi) {
 		t.Fatalf("%s: %d instances, want %d", what, len(gi), len(wi))
 	}
@@ -88,35 +88,35 @@ func TestExportImport(t *testing.T) {
 
 	acct := "3f8e2b6c-9d4a-4f1e-8b7c-2a5d6e9f0c13"
 	port2 := freePort(t)
-	a.deploy(map[string]any{
+	a.pgDeploy(map[string]any{
 		"name": "exp one", "account_tool_instance_id": acct, "image": img,
 		"env":   map[string]string{"ECHO": "exp-one", "API_KEY": "k3y-v@lue with spaces", "EMPTY": ""},
 		"ports": []map[string]any{{"container_port": 8080}, {"container_port": 9090, "protocol": "udp"}},
 	})
-	a.deploy(map[string]any{
+	a.pgDeploy(map[string]any{
 		"name": "exp-two", "image": img, "env": map[string]string{"ECHO": "exp-two"},
 		"ports": []map[string]any{{"container_port": 8080, "host_port": port2, "host_ip": "127.0.0.1"}},
 	})
-	a.deploy(map[string]any{"name": "exp-three", "image": img})
+	a.pgDeploy(map[string]any{"name": "exp-three", "image": img})
 	a.Expect(200, "POST", "/v1/instances/exp-three/stop", nil)
-	served := a.instances("/v1/instances")
+	served := a.pgList("/v1/instances")
 	if len(served) != 3 {
 		t.Fatalf("agent lists %d instances, want 3", len(served))
 	}
 	startedAt := map[string]string{}
 	for _, inst := range served {
-		_, startedAt[inst.ContainerID] = dockerState(t, a.Docker, inst.ContainerID)
+		_, startedAt[inst.ContainerID] = pgDockerState(t, a.Docker, inst.ContainerID)
 	}
 	a.Stop() // SIGTERM: containers stay
 
 	dir := t.TempDir()
 	sqliteEnv := []string{"DTMA_DATA_DIR=" + a.Opts.DataDir, "DTMA_HOST_ID=" + host}
 	first := filepath.Join(dir, "from-sqlite.json")
-	if _, stderr, code := runDTMA(t, sqliteEnv, "registry", "export", "--output", first); code != 0 {
+	if _, stderr, code := dtmaCLI(t, sqliteEnv, "registry", "export", "--output", first); code != 0 {
 		t.Fatalf("export from SQLite: exit %d\n%s", code, stderr)
 	}
-	fromSQLite := readExportFile(t, first)
-	rows := exportInstances(t, fromSQLite)
+	fromSQLite := xiRead(t, first)
+	rows := xiInstances(t, fromSQLite)
 	if len(rows) != 3 || fromSQLite["host_id"] != host {
 		t.Fatalf("SQLite export: host %v, %d instances; want %s and 3", fromSQLite["host_id"], len(rows), host)
 	}
@@ -138,17 +138,17 @@ func TestExportImport(t *testing.T) {
 	// SQLite -> PostgreSQL.
 	dsn := pgDatabase(t)
 	pgEnv := []string{"DTMA_REGISTRY_URL=" + dsn, "DTMA_HOST_ID=" + host, "DTMA_DATA_DIR=" + filepath.Join(dir, "unused")}
-	out, stderr, code := runDTMA(t, pgEnv, "registry", "import", first)
+	out, stderr, code := dtmaCLI(t, pgEnv, "registry", "import", first)
 	if code != 0 || strings.TrimSpace(out) != "imported 3, unchanged 0" {
 		t.Fatalf("import into PostgreSQL: exit %d, %q\n%s", code, out, stderr)
 	}
 	fromPG := filepath.Join(dir, "from-pg.json")
-	if _, stderr, code := runDTMA(t, pgEnv, "registry", "export", "--output", fromPG); code != 0 {
+	if _, stderr, code := dtmaCLI(t, pgEnv, "registry", "export", "--output", fromPG); code != 0 {
 		t.Fatalf("export from PostgreSQL: exit %d\n%s", code, stderr)
 	}
-	sameExport(t, "PostgreSQL export vs SQLite export", readExportFile(t, fromPG), fromSQLite)
+	xiSame(t, "PostgreSQL export vs SQLite export", xiRead(t, fromPG), fromSQLite)
 	// The platform's columns are filled from the imported rows.
-	pgRows := mustQueryRows(t, dsn, host)
+	pgRows := pgMustRows(t, dsn, host)
 	if len(pgRows) != 3 || pgRows[0].Name != "exp one" || pgRows[0].AccountToolInstanceID != acct ||
 		pgRows[0].ContainerID != served[0].ContainerID || pgRows[0].DockerStatus != "running" || len(pgRows[0].PortBindings) != 2 ||
 		pgRows[2].DockerStatus != "exited" || pgRows[2].DTMAStatus != "stopped" {
@@ -156,7 +156,7 @@ func TestExportImport(t *testing.T) {
 	}
 
 	// Importing again changes nothing.
-	out, stderr, code = runDTMA(t, pgEnv, "registry", "import", first)
+	out, stderr, code = dtmaCLI(t, pgEnv, "registry", "import", first)
 	if code != 0 || strings.TrimSpace(out) != "imported 0, unchanged 3" {
 		t.Errorf("second import: exit %d, %q\n%s", code, out, stderr)
 	}
@@ -179,30 +179,30 @@ func TestExportImport(t *testing.T) {
 	if err := os.WriteFile(conflictFile, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out, stderr, code = runDTMA(t, pgEnv, "registry", "import", conflictFile)
+	out, stderr, code = dtmaCLI(t, pgEnv, "registry", "import", conflictFile)
 	twoID := rows[1]["id"].(string)
 	if code != 2 || !strings.Contains(stderr, "conflict: exp-two-renamed: id "+twoID+" exists with other content") ||
 		!strings.Contains(stderr, "nothing written") || strings.Contains(out, "imported") {
 		t.Errorf("conflicting import: exit %d, stdout %q\nstderr %s\nwant exit 2 and a report", code, out, stderr)
 	}
 	again := filepath.Join(dir, "from-pg-again.json")
-	if _, stderr, code := runDTMA(t, pgEnv, "registry", "export", "--output", again); code != 0 {
+	if _, stderr, code := dtmaCLI(t, pgEnv, "registry", "export", "--output", again); code != 0 {
 		t.Fatalf("export from PostgreSQL: exit %d\n%s", code, stderr)
 	}
-	sameExport(t, "PostgreSQL after the refused import", readExportFile(t, again), fromSQLite)
+	xiSame(t, "PostgreSQL after the refused import", xiRead(t, again), fromSQLite)
 
 	// An agent on PostgreSQL with that host id serves the same containers:
 	// nothing recreated or restarted.
 	b := StartAgent(t, AgentOptions{HostID: host, RegistryURL: dsn})
 	now := time.Now()
-	b.waitRelist(now)
-	list := b.instances("/v1/instances")
+	b.pgWaitRelist(now)
+	list := b.pgList("/v1/instances")
 	if len(list) != 3 {
 		t.Fatalf("agent on PostgreSQL lists %d instances, want 3", len(list))
 	}
 	for i, inst := range list {
 		want := served[i]
-		st, started := dockerState(t, b.Docker, inst.ContainerID)
+		st, started := pgDockerState(t, b.Docker, inst.ContainerID)
 		if inst.ID != want.ID || inst.Name != want.Name || inst.ContainerID != want.ContainerID || started != startedAt[want.ContainerID] ||
 			inst.DTMAStatus != want.DTMAStatus || inst.DockerStatus != st {
 			t.Errorf("agent on PostgreSQL serves %+v (docker %s, StartedAt %s); SQLite agent served %+v (StartedAt %s)",
@@ -219,16 +219,16 @@ func TestExportImport(t *testing.T) {
 
 	// PostgreSQL -> a fresh SQLite: the round trip loses nothing either.
 	final := filepath.Join(dir, "final-pg.json")
-	if _, stderr, code := runDTMA(t, pgEnv, "registry", "export", "--output", final); code != 0 {
+	if _, stderr, code := dtmaCLI(t, pgEnv, "registry", "export", "--output", final); code != 0 {
 		t.Fatalf("export from PostgreSQL: exit %d\n%s", code, stderr)
 	}
-	finalPG := readExportFile(t, final)
+	finalPG := xiRead(t, final)
 	freshEnv := []string{"DTMA_DATA_DIR=" + filepath.Join(dir, "fresh-sqlite"), "DTMA_HOST_ID=" + host}
-	out, stderr, code = runDTMA(t, freshEnv, "registry", "import", final)
+	out, stderr, code = dtmaCLI(t, freshEnv, "registry", "import", final)
 	if code != 0 || strings.TrimSpace(out) != "imported 3, unchanged 0" {
 		t.Fatalf("import into a fresh SQLite: exit %d, %q\n%s", code, out, stderr)
 	}
-	back, stderr, code := runDTMA(t, freshEnv, "registry", "export")
+	back, stderr, code := dtmaCLI(t, freshEnv, "registry", "export")
 	if code != 0 {
 		t.Fatalf("export from the fresh SQLite (stdout): exit %d\n%s", code, stderr)
 	}
@@ -236,7 +236,7 @@ func TestExportImport(t *testing.T) {
 	if err := os.WriteFile(backFile, []byte(back), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	sameExport(t, "fresh SQLite export vs PostgreSQL export", readExportFile(t, backFile), finalPG)
+	xiSame(t, "fresh SQLite export vs PostgreSQL export", xiRead(t, backFile), finalPG)
 	if _, err := os.Stat(filepath.Join(dir, "fresh-sqlite", "dtma.db")); err != nil {
 		t.Errorf("the fresh SQLite registry is not where DTMA_DATA_DIR says: %v", err)
 	}

@@ -8,8 +8,8 @@ import (
 	"time"
 )
 
-// names returns the sorted "host/name" of instances.
-func hostNames(list []instanceJSON) []string {
+// fleetHostNames returns the sorted "host/name" of instances.
+func fleetHostNames(list []pgInstance) []string {
 	var out []string
 	for _, inst := range list {
 		out = append(out, inst.HostID+"/"+inst.Name)
@@ -18,10 +18,10 @@ func hostNames(list []instanceJSON) []string {
 	return out
 }
 
-// waitRelist waits until the agent has finished a full relist of Docker
+// pgWaitRelist waits until the agent has finished a full relist of Docker
 // that started after now, so that whatever it would adopt or change from
 // Docker's current state has been done.
-func (a *Agent) waitRelist(now time.Time) {
+func (a *Agent) pgWaitRelist(now time.Time) {
 	a.t.Helper()
 	Eventually(a.t, 30*time.Second, "a relist by "+a.HostID, func() bool {
 		var h struct {
@@ -48,15 +48,15 @@ func TestFleet(t *testing.T) {
 		t.Fatalf("both agents have host id %s", a.HostID)
 	}
 
-	a1 := a.deploy(map[string]any{"name": "fleet-a1", "image": img, "ports": []map[string]any{{"container_port": 8080}}})
-	a.deploy(map[string]any{"name": "fleet-a2", "image": img, "account_tool_instance_id": "0b9d6f1e-1c1a-4e0e-9c55-6f7d2f3b4a01"})
-	b1 := b.deploy(map[string]any{"name": "fleet-b1", "image": img, "ports": []map[string]any{{"container_port": 8080}}})
+	a1 := a.pgDeploy(map[string]any{"name": "fleet-a1", "image": img, "ports": []map[string]any{{"container_port": 8080}}})
+	a.pgDeploy(map[string]any{"name": "fleet-a2", "image": img, "account_tool_instance_id": "0b9d6f1e-1c1a-4e0e-9c55-6f7d2f3b4a01"})
+	b1 := b.pgDeploy(map[string]any{"name": "fleet-b1", "image": img, "ports": []map[string]any{{"container_port": 8080}}})
 	// Names and account ids are unique per host, not across the fleet: the
 	// same name and account id deploy on both hosts (the second container
 	// takes the host-qualified container name).
 	sharedAcct := "7c2e4d1a-3b5f-4c6d-8e9f-0a1b2c3d4e5f"
-	sa := a.deploy(map[string]any{"name": "fleet-same", "image": img, "account_tool_instance_id": sharedAcct})
-	sb := b.deploy(map[string]any{"name": "fleet-same", "image": img, "account_tool_instance_id": sharedAcct})
+	sa := a.pgDeploy(map[string]any{"name": "fleet-same", "image": img, "account_tool_instance_id": sharedAcct})
+	sb := b.pgDeploy(map[string]any{"name": "fleet-same", "image": img, "account_tool_instance_id": sharedAcct})
 	if sa.ContainerName == sb.ContainerName || sa.ID == sb.ID {
 		t.Fatalf("fleet-same on both hosts shares container name %q or id %q", sa.ContainerName, sa.ID)
 	}
@@ -64,21 +64,21 @@ func TestFleet(t *testing.T) {
 	// Let both reconcilers list Docker (which holds both hosts' containers)
 	// at least once more: neither may adopt the other's containers.
 	now := time.Now()
-	a.waitRelist(now)
-	b.waitRelist(now)
+	a.pgWaitRelist(now)
+	b.pgWaitRelist(now)
 
 	wantA := []string{a.HostID + "/fleet-a1", a.HostID + "/fleet-a2", a.HostID + "/fleet-same"}
 	wantB := []string{b.HostID + "/fleet-b1", b.HostID + "/fleet-same"}
-	if got := hostNames(a.instances("/v1/instances")); !slices.Equal(got, wantA) {
+	if got := fleetHostNames(a.pgList("/v1/instances")); !slices.Equal(got, wantA) {
 		t.Errorf("agent a lists %v, want only its own %v", got, wantA)
 	}
-	if got := hostNames(b.instances("/v1/instances")); !slices.Equal(got, wantB) {
+	if got := fleetHostNames(b.pgList("/v1/instances")); !slices.Equal(got, wantB) {
 		t.Errorf("agent b lists %v, want only its own %v", got, wantB)
 	}
 	wantAll := slices.Sorted(slices.Values(append(append([]string{}, wantA...), wantB...)))
 	for _, ag := range []*Agent{a, b} {
-		fleet := ag.instances("/v1/fleet/instances")
-		if got := hostNames(fleet); !slices.Equal(got, wantAll) {
+		fleet := ag.pgList("/v1/fleet/instances")
+		if got := fleetHostNames(fleet); !slices.Equal(got, wantAll) {
 			t.Errorf("fleet view of %s = %v, want %v", ag.HostID, got, wantAll)
 		}
 		for _, inst := range fleet {
@@ -88,7 +88,7 @@ func TestFleet(t *testing.T) {
 		}
 	}
 	// The table holds both hosts' rows, each with its host id.
-	rows := mustQueryRows(t, dsn, "")
+	rows := pgMustRows(t, dsn, "")
 	var tableNames []string
 	for _, r := range rows {
 		tableNames = append(tableNames, r.HostID+"/"+r.Name)
@@ -110,23 +110,23 @@ func TestFleet(t *testing.T) {
 			t.Errorf("agent a DELETE %s: %d, want 404\n%s", ref, r.Status, r.Body)
 		}
 	}
-	if st, _ := dockerState(t, b.Docker, b1.ContainerID); st != "running" {
+	if st, _ := pgDockerState(t, b.Docker, b1.ContainerID); st != "running" {
 		t.Errorf("b's container after a's attempts: %s, want running", st)
 	}
 	// Stopping fleet-same on a leaves b's fleet-same running.
 	a.Expect(200, "POST", "/v1/instances/fleet-same/stop", nil)
-	if st, _ := dockerState(t, a.Docker, sa.ContainerID); st != "exited" {
+	if st, _ := pgDockerState(t, a.Docker, sa.ContainerID); st != "exited" {
 		t.Errorf("a's fleet-same after stop: %s", st)
 	}
-	if got := b.instance("fleet-same"); got.DockerStatus != "running" || got.ContainerID != sb.ContainerID {
+	if got := b.pgGet("fleet-same"); got.DockerStatus != "running" || got.ContainerID != sb.ContainerID {
 		t.Errorf("b's fleet-same after a stopped its own: %+v", got)
 	}
-	if st, _ := dockerState(t, b.Docker, sb.ContainerID); st != "running" {
+	if st, _ := pgDockerState(t, b.Docker, sb.ContainerID); st != "running" {
 		t.Errorf("b's fleet-same container: %s, want running", st)
 	}
 	// b's fleet view shows a's change (read from the shared table).
 	Eventually(t, 30*time.Second, "b's fleet view shows a's fleet-same stopped", func() bool {
-		for _, inst := range b.instances("/v1/fleet/instances") {
+		for _, inst := range b.pgList("/v1/fleet/instances") {
 			if inst.HostID == a.HostID && inst.Name == "fleet-same" {
 				return inst.DockerStatus == "exited" && inst.DTMAStatus == "stopped"
 			}
@@ -138,7 +138,7 @@ func TestFleet(t *testing.T) {
 	// host id.
 	for _, ag := range []*Agent{a, b} {
 		env := []string{"DTMA_URL=" + ag.URL, "DTMA_TOKEN=" + Token}
-		out, stderr, code := runDTMA(t, env, "fleet", "ls")
+		out, stderr, code := dtmaCLI(t, env, "fleet", "ls")
 		if code != 0 {
 			t.Fatalf("dtma fleet ls against %s: exit %d\n%s", ag.HostID, code, stderr)
 		}
@@ -159,15 +159,15 @@ func TestFleet(t *testing.T) {
 			t.Errorf("dtma fleet ls lacks the container ids:\n%s", out)
 		}
 
-		out, stderr, code = runDTMA(t, env, "fleet", "ls", "-o", "json")
+		out, stderr, code = dtmaCLI(t, env, "fleet", "ls", "-o", "json")
 		if code != 0 {
 			t.Fatalf("dtma fleet ls -o json: exit %d\n%s", code, stderr)
 		}
-		var list []instanceJSON
+		var list []pgInstance
 		if err := json.Unmarshal([]byte(out), &list); err != nil {
 			t.Fatalf("dtma fleet ls -o json is not JSON: %v\n%s", err, out)
 		}
-		if got := hostNames(list); !slices.Equal(got, wantAll) {
+		if got := fleetHostNames(list); !slices.Equal(got, wantAll) {
 			t.Errorf("dtma fleet ls -o json = %v, want %v", got, wantAll)
 		}
 		for _, inst := range list {
@@ -177,7 +177,7 @@ func TestFleet(t *testing.T) {
 		}
 
 		// `dtma ls` shows only the agent's own host.
-		out, _, code = runDTMA(t, env, "ls", "-q")
+		out, _, code = dtmaCLI(t, env, "ls", "-q")
 		want := []string{"fleet-b1", "fleet-same"}
 		if ag == a {
 			want = []string{"fleet-a1", "fleet-a2", "fleet-same"}

@@ -11,9 +11,9 @@ import (
 	"github.com/moby/moby/client"
 )
 
-// containersOfInstance lists the containers of this test run labelled
+// pgContainersOf lists the containers of this test run labelled
 // dtma.instance=name (whatever their host label).
-func containersOfInstance(t *testing.T, dc *client.Client, name string) []string {
+func pgContainersOf(t *testing.T, dc *client.Client, name string) []string {
 	t.Helper()
 	f := client.Filters{}.Add("label", dockertest.TestLabel+"="+dockertest.RunID()).Add("label", "dtma.instance="+name)
 	list, err := dc.ContainerList(context.Background(), client.ContainerListOptions{All: true, Filters: f})
@@ -27,9 +27,9 @@ func containersOfInstance(t *testing.T, dc *client.Client, name string) []string
 	return ids
 }
 
-// expectUnavailable sends a request and checks for 503 with the v1 code
+// pgExpect503 sends a request and checks for 503 with the v1 code
 // "unavailable".
-func (a *Agent) expectUnavailable(method, path string, body any) {
+func (a *Agent) pgExpect503(method, path string, body any) {
 	a.t.Helper()
 	r := a.Do(method, path, body)
 	var env struct {
@@ -53,49 +53,49 @@ func TestPostgresOutage(t *testing.T) {
 		"DTMA_REGISTRY_CONNECT_TIMEOUT=2s", "DTMA_REGISTRY_STATEMENT_TIMEOUT=2s",
 	}})
 
-	keep := a.deploy(map[string]any{"name": "keep-running", "image": img, "env": map[string]string{"ECHO": "kept"}, "ports": []map[string]any{{"container_port": 8080}}})
-	drift := a.deploy(map[string]any{"name": "stopped-behind", "image": img})
-	idle := a.deploy(map[string]any{"name": "idle", "image": img})
+	keep := a.pgDeploy(map[string]any{"name": "keep-running", "image": img, "env": map[string]string{"ECHO": "kept"}, "ports": []map[string]any{{"container_port": 8080}}})
+	drift := a.pgDeploy(map[string]any{"name": "stopped-behind", "image": img})
+	idle := a.pgDeploy(map[string]any{"name": "idle", "image": img})
 	a.Expect(200, "POST", "/v1/instances/idle/stop", nil)
-	rowsBefore := mustQueryRows(t, dsn, a.HostID)
+	rowsBefore := pgMustRows(t, dsn, a.HostID)
 	if len(rowsBefore) != 3 {
 		t.Fatalf("%d rows before the outage, want 3", len(rowsBefore))
 	}
-	_, keepStarted := dockerState(t, a.Docker, keep.ContainerID)
+	_, keepStarted := pgDockerState(t, a.Docker, keep.ContainerID)
 	Eventually(t, 20*time.Second, "keep-running answers", func() bool { return HTTPGet(keep.Ports[0].HostPort, "/") == "kept" })
 
 	srv.Stop(t)
 
 	// Writes: 503 unavailable, and nothing done in Docker.
-	a.expectUnavailable("POST", "/v1/instances", map[string]any{"name": "during-outage", "image": img})
-	if ids := containersOfInstance(t, a.Docker, "during-outage"); len(ids) != 0 {
+	a.pgExpect503("POST", "/v1/instances", map[string]any{"name": "during-outage", "image": img})
+	if ids := pgContainersOf(t, a.Docker, "during-outage"); len(ids) != 0 {
 		t.Fatalf("deploy during the outage created containers %v without a row", ids)
 	}
-	a.expectUnavailable("POST", "/v1/instances/idle/start", nil)
-	if st, _ := dockerState(t, a.Docker, idle.ContainerID); st != "exited" {
+	a.pgExpect503("POST", "/v1/instances/idle/start", nil)
+	if st, _ := pgDockerState(t, a.Docker, idle.ContainerID); st != "exited" {
 		t.Errorf("idle after a refused start: docker %s, want exited", st)
 	}
-	a.expectUnavailable("POST", "/v1/instances/keep-running/stop", nil)
-	a.expectUnavailable("POST", "/v1/instances/keep-running/restart", nil)
-	a.expectUnavailable("DELETE", "/v1/instances/keep-running", nil)
-	if st, started := dockerState(t, a.Docker, keep.ContainerID); st != "running" || started != keepStarted {
+	a.pgExpect503("POST", "/v1/instances/keep-running/stop", nil)
+	a.pgExpect503("POST", "/v1/instances/keep-running/restart", nil)
+	a.pgExpect503("DELETE", "/v1/instances/keep-running", nil)
+	if st, started := pgDockerState(t, a.Docker, keep.ContainerID); st != "running" || started != keepStarted {
 		t.Errorf("keep-running after refused stop/restart/remove: docker %s StartedAt %s (was %s)", st, started, keepStarted)
 	}
 	// The legacy face refuses too.
 	if r := a.Do("POST", "/tools", map[string]any{"instanceNameOnToolbox": "legacy-outage", "dockerImageUrl": img}); r.Status != 503 {
 		t.Errorf("legacy deploy during the outage: %d %s, want 503", r.Status, r.Body)
 	}
-	if ids := containersOfInstance(t, a.Docker, "legacy-outage"); len(ids) != 0 {
+	if ids := pgContainersOf(t, a.Docker, "legacy-outage"); len(ids) != 0 {
 		t.Errorf("legacy deploy during the outage created containers %v", ids)
 	}
 
 	// Reads are served from memory; the fleet view (the shared table) and
 	// the health say the registry is down.
-	list := a.instances("/v1/instances")
+	list := a.pgList("/v1/instances")
 	if len(list) != 3 {
 		t.Fatalf("GET /v1/instances during the outage lists %d instances, want 3", len(list))
 	}
-	if got := a.instance("keep-running"); got.DockerStatus != "running" || got.ContainerID != keep.ContainerID {
+	if got := a.pgGet("keep-running"); got.DockerStatus != "running" || got.ContainerID != keep.ContainerID {
 		t.Errorf("GET keep-running during the outage: %+v", got)
 	}
 	var legacy struct {
@@ -104,7 +104,7 @@ func TestPostgresOutage(t *testing.T) {
 	if r := a.Do("GET", "/tools/status", nil); r.Status != 200 || json.Unmarshal(r.Body, &legacy) != nil || len(legacy.Tools) != 3 {
 		t.Errorf("legacy GET /tools/status during the outage: %d %s, want 200 with 3 tools", r.Status, r.Body)
 	}
-	a.expectUnavailable("GET", "/v1/fleet/instances", nil)
+	a.pgExpect503("GET", "/v1/fleet/instances", nil)
 	var health struct {
 		RegistryOK bool `json:"registry_ok"`
 		DockerOK   bool `json:"docker_ok"`
@@ -116,9 +116,9 @@ func TestPostgresOutage(t *testing.T) {
 
 	// Behind the agent's back while PostgreSQL is down: the in-memory view
 	// follows Docker.
-	dockerStop(t, a.Docker, drift.ContainerID)
+	pgDockerStop(t, a.Docker, drift.ContainerID)
 	Eventually(t, 60*time.Second, "the agent's view shows stopped-behind exited", func() bool {
-		got := a.instance("stopped-behind")
+		got := a.pgGet("stopped-behind")
 		return got.DockerStatus == "exited" && got.DTMAStatus == "stopped"
 	})
 
@@ -127,22 +127,22 @@ func TestPostgresOutage(t *testing.T) {
 	// The agent reconnects by itself and catches up what it could not
 	// write; no row was lost and none was added.
 	Eventually(t, 60*time.Second, "the table catches up stopped-behind exited", func() bool {
-		rows, err := queryRows(context.Background(), dsn, a.HostID)
+		rows, err := pgRows(context.Background(), dsn, a.HostID)
 		if err != nil {
 			return false
 		}
-		r := rowNamed(rows, "stopped-behind")
+		r := pgRowNamed(rows, "stopped-behind")
 		return r != nil && r.DockerStatus == "exited" && r.DTMAStatus == "stopped"
 	})
 	Eventually(t, 30*time.Second, "health reports the registry back", func() bool {
 		return a.Do("GET", "/v1/health", nil).Status == 200
 	})
-	rowsAfter := mustQueryRows(t, dsn, a.HostID)
+	rowsAfter := pgMustRows(t, dsn, a.HostID)
 	if len(rowsAfter) != len(rowsBefore) {
 		t.Fatalf("%d rows after the outage, %d before", len(rowsAfter), len(rowsBefore))
 	}
 	for _, before := range rowsBefore {
-		after := rowNamed(rowsAfter, before.Name)
+		after := pgRowNamed(rowsAfter, before.Name)
 		if after == nil || after.ID != before.ID || after.ContainerID != before.ContainerID {
 			t.Errorf("row %q before %+v, after %+v", before.Name, before, after)
 			continue
@@ -155,20 +155,20 @@ func TestPostgresOutage(t *testing.T) {
 			t.Errorf("row %q after the outage: docker_status %s desired %s, want %s and %s", before.Name, after.DockerStatus, after.DesiredState, want, before.DesiredState)
 		}
 	}
-	if r := rowNamed(rowsAfter, "during-outage"); r != nil {
+	if r := pgRowNamed(rowsAfter, "during-outage"); r != nil {
 		t.Errorf("the refused deploy left a row: %+v", r)
 	}
-	if ids := containersOfInstance(t, a.Docker, "during-outage"); len(ids) != 0 {
+	if ids := pgContainersOf(t, a.Docker, "during-outage"); len(ids) != 0 {
 		t.Errorf("the refused deploy left containers %v", ids)
 	}
 
 	// Writes work again, without restarting the agent.
 	a.Expect(200, "POST", "/v1/instances/idle/start", nil)
-	a.deploy(map[string]any{"name": "after-outage", "image": img})
-	if n := len(mustQueryRows(t, dsn, a.HostID)); n != 4 {
+	a.pgDeploy(map[string]any{"name": "after-outage", "image": img})
+	if n := len(pgMustRows(t, dsn, a.HostID)); n != 4 {
 		t.Errorf("%d rows after a deploy following the outage, want 4", n)
 	}
-	if r := rowNamed(mustQueryRows(t, dsn, a.HostID), "idle"); r == nil || r.DockerStatus != "running" || r.DTMAStatus != "running" {
+	if r := pgRowNamed(pgMustRows(t, dsn, a.HostID), "idle"); r == nil || r.DockerStatus != "running" || r.DTMAStatus != "running" {
 		t.Errorf("idle row after start: %+v", r)
 	}
 }

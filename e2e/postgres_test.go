@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"reflect"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -57,9 +58,9 @@ func pgDatabase(t *testing.T) string {
 	return sharedPostgres(t).CreateDatabase(t, t.Name())
 }
 
-// registryRow is a dtma_container_registry row: the platform's columns
+// pgRow is a dtma_container_registry row: the platform's columns
 // plus the host id and name.
-type registryRow struct {
+type pgRow struct {
 	ID, AccountToolInstanceID, ContainerName, DockerImageURL string
 	ContainerID, DTMAStatus, DockerStatus                    string
 	PortBindings                                             map[string][]map[string]string
@@ -67,10 +68,10 @@ type registryRow struct {
 	HostID, Name, DesiredState                               string
 }
 
-// queryRows reads the rows of host (every host when "") ordered by
+// pgRows reads the rows of host (every host when "") ordered by
 // creation, on a connection of its own (the server may have been
 // restarted since the last call).
-func queryRows(ctx context.Context, dsn, host string) ([]registryRow, error) {
+func pgRows(ctx context.Context, dsn, host string) ([]pgRow, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, dsn)
@@ -86,9 +87,9 @@ func queryRows(ctx context.Context, dsn, host string) ([]registryRow, error) {
 		return nil, err
 	}
 	defer rows.Close()
-	var out []registryRow
+	var out []pgRow
 	for rows.Next() {
-		var r registryRow
+		var r pgRow
 		var pb []byte
 		if err := rows.Scan(&r.ID, &r.AccountToolInstanceID, &r.ContainerName, &r.DockerImageURL, &r.ContainerID,
 			&r.DTMAStatus, &r.DockerStatus, &pb, &r.CreatedAt, &r.UpdatedAt, &r.HostID, &r.Name, &r.DesiredState); err != nil {
@@ -102,16 +103,16 @@ func queryRows(ctx context.Context, dsn, host string) ([]registryRow, error) {
 	return out, rows.Err()
 }
 
-func mustQueryRows(t *testing.T, dsn, host string) []registryRow {
+func pgMustRows(t *testing.T, dsn, host string) []pgRow {
 	t.Helper()
-	rows, err := queryRows(context.Background(), dsn, host)
+	rows, err := pgRows(context.Background(), dsn, host)
 	if err != nil {
 		t.Fatalf("query dtma_container_registry: %v", err)
 	}
 	return rows
 }
 
-func rowNamed(rows []registryRow, name string) *registryRow {
+func pgRowNamed(rows []pgRow, name string) *pgRow {
 	for i := range rows {
 		if rows[i].Name == name {
 			return &rows[i]
@@ -120,9 +121,9 @@ func rowNamed(rows []registryRow, name string) *registryRow {
 	return nil
 }
 
-// runDTMA runs the built dtma binary with env (plus PATH and HOME) and
+// dtmaCLI runs the built dtma binary with env (plus PATH and HOME) and
 // returns its output and exit code.
-func runDTMA(t *testing.T, env []string, args ...string) (stdout, stderr string, code int) {
+func dtmaCLI(t *testing.T, env []string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -142,8 +143,8 @@ func runDTMA(t *testing.T, env []string, args ...string) (stdout, stderr string,
 	return out.String(), errb.String(), code
 }
 
-// instanceJSON is the part of a v1 instance these tests read.
-type instanceJSON struct {
+// pgInstance is the part of a v1 instance these tests read.
+type pgInstance struct {
 	ID                    string  `json:"id"`
 	HostID                string  `json:"host_id"`
 	Name                  string  `json:"name"`
@@ -164,32 +165,32 @@ type instanceJSON struct {
 	StartedAt *time.Time `json:"started_at"`
 }
 
-func (a *Agent) instances(path string) []instanceJSON {
+func (a *Agent) pgList(path string) []pgInstance {
 	a.t.Helper()
 	var body struct {
-		Instances []instanceJSON `json:"instances"`
+		Instances []pgInstance `json:"instances"`
 	}
 	a.Expect(200, "GET", path, nil).Decode(a.t, &body)
 	return body.Instances
 }
 
-func (a *Agent) instance(ref string) instanceJSON {
+func (a *Agent) pgGet(ref string) pgInstance {
 	a.t.Helper()
-	var inst instanceJSON
+	var inst pgInstance
 	a.Expect(200, "GET", "/v1/instances/"+url.PathEscape(ref), nil).Decode(a.t, &inst)
 	return inst
 }
 
-func (a *Agent) deploy(body map[string]any) instanceJSON {
+func (a *Agent) pgDeploy(body map[string]any) pgInstance {
 	a.t.Helper()
-	var inst instanceJSON
+	var inst pgInstance
 	a.Expect(201, "POST", "/v1/instances", body).Decode(a.t, &inst)
 	return inst
 }
 
-// dockerState returns a container's state word and StartedAt as Docker
+// pgDockerState returns a container's state word and StartedAt as Docker
 // reports them ("missing" when there is no such container).
-func dockerState(t *testing.T, dc *client.Client, id string) (status, startedAt string) {
+func pgDockerState(t *testing.T, dc *client.Client, id string) (status, startedAt string) {
 	t.Helper()
 	res, err := dc.ContainerInspect(context.Background(), id, client.ContainerInspectOptions{})
 	if err != nil {
@@ -201,8 +202,8 @@ func dockerState(t *testing.T, dc *client.Client, id string) (status, startedAt 
 	return string(res.Container.State.Status), res.Container.State.StartedAt
 }
 
-// dockerStop stops a container behind the agent's back.
-func dockerStop(t *testing.T, dc *client.Client, id string) {
+// pgDockerStop stops a container behind the agent's back.
+func pgDockerStop(t *testing.T, dc *client.Client, id string) {
 	t.Helper()
 	secs := 5
 	if _, err := dc.ContainerStop(context.Background(), id, client.ContainerStopOptions{Timeout: &secs}); err != nil {
@@ -218,18 +219,18 @@ func TestPostgresRegistry(t *testing.T) {
 	img := EchoImage(t)
 	dsn := pgDatabase(t)
 	a := StartAgent(t, AgentOptions{RegistryURL: dsn})
-	if logs := a.Logs(); !bytesContains(logs, `"registry":"postgres"`) {
+	if logs := a.Logs(); !strings.Contains(logs, `"registry":"postgres"`) {
 		t.Fatalf("agent does not say it runs on PostgreSQL:\n%s", logs)
 	}
 
 	acct := "5a0c0f5e-7d7b-4e52-9a38-0e6f2b1c9d01"
-	one := a.deploy(map[string]any{
+	one := a.pgDeploy(map[string]any{
 		"name": "pg one", "account_tool_instance_id": acct, "image": img,
 		"env":   map[string]string{"ECHO": "pg-one", "API_KEY": "pg-secret-value"},
 		"ports": []map[string]any{{"container_port": 8080}},
 	})
 	port2 := freePort(t)
-	two := a.deploy(map[string]any{
+	two := a.pgDeploy(map[string]any{
 		"name": "pg-two", "image": img, "env": map[string]string{"ECHO": "pg-two"},
 		"ports": []map[string]any{{"container_port": 8080, "host_port": port2}},
 	})
@@ -242,11 +243,11 @@ func TestPostgresRegistry(t *testing.T) {
 
 	// Lifecycle: stop, start, restart.
 	a.Expect(200, "POST", "/v1/instances/pg-two/stop", nil)
-	if st, _ := dockerState(t, a.Docker, two.ContainerID); st != "exited" {
+	if st, _ := pgDockerState(t, a.Docker, two.ContainerID); st != "exited" {
 		t.Fatalf("pg-two after stop: docker says %s", st)
 	}
-	rows := mustQueryRows(t, dsn, a.HostID)
-	if r := rowNamed(rows, "pg-two"); r == nil || r.DTMAStatus != "stopped" || r.DockerStatus != "exited" || r.DesiredState != "stopped" {
+	rows := pgMustRows(t, dsn, a.HostID)
+	if r := pgRowNamed(rows, "pg-two"); r == nil || r.DTMAStatus != "stopped" || r.DockerStatus != "exited" || r.DesiredState != "stopped" {
 		t.Fatalf("pg-two row after stop = %+v", r)
 	}
 	a.Expect(200, "POST", "/v1/instances/pg-two/start", nil)
@@ -256,13 +257,13 @@ func TestPostgresRegistry(t *testing.T) {
 	})
 
 	// The platform's columns, read straight from the table.
-	checkColumnTypes(t, dsn)
-	rows = mustQueryRows(t, dsn, a.HostID)
+	pgCheckColumnTypes(t, dsn)
+	rows = pgMustRows(t, dsn, a.HostID)
 	if len(rows) != 2 {
 		t.Fatalf("%d rows for host %s, want 2: %+v", len(rows), a.HostID, rows)
 	}
-	for _, want := range []instanceJSON{a.instance(one.ID), a.instance("pg-two")} {
-		r := rowNamed(rows, want.Name)
+	for _, want := range []pgInstance{a.pgGet(one.ID), a.pgGet("pg-two")} {
+		r := pgRowNamed(rows, want.Name)
 		if r == nil {
 			t.Fatalf("no row named %q", want.Name)
 		}
@@ -296,11 +297,11 @@ func TestPostgresRegistry(t *testing.T) {
 			t.Errorf("row %q created_at %v updated_at %v", want.Name, r.CreatedAt, r.UpdatedAt)
 		}
 	}
-	if r := rowNamed(rows, "pg one"); r != nil && r.AccountToolInstanceID != acct {
+	if r := pgRowNamed(rows, "pg one"); r != nil && r.AccountToolInstanceID != acct {
 		t.Errorf("pg one account_tool_instance_id = %q, want %q", r.AccountToolInstanceID, acct)
 	}
 	// pg-two was stopped and started: its row was updated after it was made.
-	if r := rowNamed(rows, "pg-two"); r != nil && !r.UpdatedAt.After(r.CreatedAt) {
+	if r := pgRowNamed(rows, "pg-two"); r != nil && !r.UpdatedAt.After(r.CreatedAt) {
 		t.Errorf("pg-two updated_at %v not after created_at %v", r.UpdatedAt, r.CreatedAt)
 	}
 	// Env values are stored (to recreate containers) but only in spec.
@@ -320,12 +321,12 @@ func TestPostgresRegistry(t *testing.T) {
 	// kill -9 and start again on the same database: same containers, not
 	// restarted, all served.
 	before := map[string]string{}
-	for _, inst := range a.instances("/v1/instances") {
-		_, started := dockerState(t, a.Docker, inst.ContainerID)
+	for _, inst := range a.pgList("/v1/instances") {
+		_, started := pgDockerState(t, a.Docker, inst.ContainerID)
 		before[inst.ContainerID] = started
 	}
 	a.Restart()
-	after := a.instances("/v1/instances")
+	after := a.pgList("/v1/instances")
 	if len(after) != 2 {
 		t.Fatalf("after restart the agent lists %d instances, want 2", len(after))
 	}
@@ -335,7 +336,7 @@ func TestPostgresRegistry(t *testing.T) {
 			t.Errorf("after restart %q has container %s, not one of %v", inst.Name, inst.ContainerID, before)
 			continue
 		}
-		st, nowStarted := dockerState(t, a.Docker, inst.ContainerID)
+		st, nowStarted := pgDockerState(t, a.Docker, inst.ContainerID)
 		if st != "running" || nowStarted != started {
 			t.Errorf("%q after agent restart: docker %s, StartedAt %s (was %s)", inst.Name, st, nowStarted, started)
 		}
@@ -350,23 +351,23 @@ func TestPostgresRegistry(t *testing.T) {
 	// Out of band: `docker stop` behind the agent's back shows in the
 	// table (docker_status exited, dtma_status stopped) and in the API as
 	// drift; the agent does not fight it.
-	dockerStop(t, a.Docker, one.ContainerID)
+	pgDockerStop(t, a.Docker, one.ContainerID)
 	Eventually(t, 60*time.Second, "table shows pg one exited", func() bool {
-		rows, err := queryRows(context.Background(), dsn, a.HostID)
+		rows, err := pgRows(context.Background(), dsn, a.HostID)
 		if err != nil {
 			return false
 		}
-		r := rowNamed(rows, "pg one")
+		r := pgRowNamed(rows, "pg one")
 		return r != nil && r.DockerStatus == "exited" && r.DTMAStatus == "stopped"
 	})
-	got := a.instance("pg one")
+	got := a.pgGet("pg one")
 	if got.DockerStatus != "exited" || got.DTMAStatus != "stopped" || got.DesiredState != "running" || !got.Drift {
 		t.Errorf("API after docker stop: %+v, want exited/stopped with desired running and drift", got)
 	}
-	if st, _ := dockerState(t, a.Docker, one.ContainerID); st != "exited" {
+	if st, _ := pgDockerState(t, a.Docker, one.ContainerID); st != "exited" {
 		t.Errorf("agent restarted the container stopped behind its back: %s", st)
 	}
-	r := rowNamed(mustQueryRows(t, dsn, a.HostID), "pg one")
+	r := pgRowNamed(pgMustRows(t, dsn, a.HostID), "pg one")
 	if r.ContainerID != one.ContainerID || r.DesiredState != "running" {
 		t.Errorf("row after docker stop: %+v", r)
 	}
@@ -375,17 +376,17 @@ func TestPostgresRegistry(t *testing.T) {
 		t.Fatal(err)
 	}
 	Eventually(t, 60*time.Second, "table shows pg one running again", func() bool {
-		rows, err := queryRows(context.Background(), dsn, a.HostID)
+		rows, err := pgRows(context.Background(), dsn, a.HostID)
 		if err != nil {
 			return false
 		}
-		r := rowNamed(rows, "pg one")
+		r := pgRowNamed(rows, "pg one")
 		return r != nil && r.DockerStatus == "running" && r.DTMAStatus == "running"
 	})
 }
 
-// checkColumnTypes asserts the platform's column types.
-func checkColumnTypes(t *testing.T, dsn string) {
+// pgCheckColumnTypes asserts the platform's column types.
+func pgCheckColumnTypes(t *testing.T, dsn string) {
 	t.Helper()
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, dsn)
@@ -422,8 +423,6 @@ func checkColumnTypes(t *testing.T, dsn string) {
 	}
 }
 
-func bytesContains(s, sub string) bool { return bytes.Contains([]byte(s), []byte(sub)) }
-
 // pgExec runs one statement on dsn and returns the rows it affected.
 func pgExec(t *testing.T, dsn, sql string, args ...any) int64 {
 	t.Helper()
@@ -441,8 +440,8 @@ func pgExec(t *testing.T, dsn, sql string, args ...any) int64 {
 	return tag.RowsAffected()
 }
 
-// pendingOp reads a row's pending_op ("" when settled; "?" when no row).
-func pendingOp(dsn, host, name string) string {
+// pgPendingOp reads a row's pending_op ("" when settled; "?" when no row).
+func pgPendingOp(dsn, host, name string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, dsn)
@@ -468,10 +467,10 @@ func TestPostgresReconciler(t *testing.T) {
 	dsn := pgDatabase(t)
 	a := StartAgent(t, AgentOptions{RegistryURL: dsn})
 	acct := "c0ffee00-1234-4abc-8def-0123456789ab"
-	run := a.deploy(map[string]any{"name": "cs-run", "image": img, "account_tool_instance_id": acct,
+	run := a.pgDeploy(map[string]any{"name": "cs-run", "image": img, "account_tool_instance_id": acct,
 		"env": map[string]string{"ECHO": "cs-run"}, "ports": []map[string]any{{"container_port": 8080}}})
-	stop := a.deploy(map[string]any{"name": "cs-stop", "image": img})
-	gone := a.deploy(map[string]any{"name": "cs-gone", "image": img, "env": map[string]string{"ECHO": "cs-gone"},
+	stop := a.pgDeploy(map[string]any{"name": "cs-stop", "image": img})
+	gone := a.pgDeploy(map[string]any{"name": "cs-gone", "image": img, "env": map[string]string{"ECHO": "cs-gone"},
 		"ports": []map[string]any{{"container_port": 8080}}})
 
 	// Removed behind the agent's back while wanted running: recreated,
@@ -481,18 +480,18 @@ func TestPostgresReconciler(t *testing.T) {
 	}
 	var recreated string
 	Eventually(t, 60*time.Second, "cs-gone recreated and recorded", func() bool {
-		rows, err := queryRows(context.Background(), dsn, a.HostID)
+		rows, err := pgRows(context.Background(), dsn, a.HostID)
 		if err != nil {
 			return false
 		}
-		r := rowNamed(rows, "cs-gone")
+		r := pgRowNamed(rows, "cs-gone")
 		if r == nil || r.ContainerID == "" || r.ContainerID == gone.ContainerID || r.DockerStatus != "running" || r.DTMAStatus != "running" {
 			return false
 		}
 		recreated = r.ContainerID
 		return true
 	})
-	if st, _ := dockerState(t, a.Docker, recreated); st != "running" {
+	if st, _ := pgDockerState(t, a.Docker, recreated); st != "running" {
 		t.Errorf("recreated container %s is %s", recreated, st)
 	}
 	Eventually(t, 20*time.Second, "recreated cs-gone answers", func() bool { return HTTPGet(gone.Ports[0].HostPort, "/") == "cs-gone" })
@@ -507,25 +506,25 @@ func TestPostgresReconciler(t *testing.T) {
 	if n := pgExec(t, dsn, `DELETE FROM dtma_container_registry WHERE host_id = $1 AND name = 'cs-run'`, a.HostID); n != 1 {
 		t.Fatalf("deleted %d rows for cs-run", n)
 	}
-	_, runStarted := dockerState(t, a.Docker, run.ContainerID)
+	_, runStarted := pgDockerState(t, a.Docker, run.ContainerID)
 	a.Restart()
 
 	Eventually(t, 60*time.Second, "the interrupted stop finished", func() bool {
-		rows, err := queryRows(context.Background(), dsn, a.HostID)
+		rows, err := pgRows(context.Background(), dsn, a.HostID)
 		if err != nil {
 			return false
 		}
-		r := rowNamed(rows, "cs-stop")
-		return r != nil && r.DockerStatus == "exited" && r.DTMAStatus == "stopped" && pendingOp(dsn, a.HostID, "cs-stop") == ""
+		r := pgRowNamed(rows, "cs-stop")
+		return r != nil && r.DockerStatus == "exited" && r.DTMAStatus == "stopped" && pgPendingOp(dsn, a.HostID, "cs-stop") == ""
 	})
-	if st, _ := dockerState(t, a.Docker, stop.ContainerID); st != "exited" {
+	if st, _ := pgDockerState(t, a.Docker, stop.ContainerID); st != "exited" {
 		t.Errorf("cs-stop container is %s after the interrupted stop was finished", st)
 	}
 	Eventually(t, 60*time.Second, "cs-run's lost row rebuilt", func() bool {
-		rows, err := queryRows(context.Background(), dsn, a.HostID)
-		return err == nil && rowNamed(rows, "cs-run") != nil
+		rows, err := pgRows(context.Background(), dsn, a.HostID)
+		return err == nil && pgRowNamed(rows, "cs-run") != nil
 	})
-	r := rowNamed(mustQueryRows(t, dsn, a.HostID), "cs-run")
+	r := pgRowNamed(pgMustRows(t, dsn, a.HostID), "cs-run")
 	if r.ID != run.ID || r.ContainerID != run.ContainerID || r.AccountToolInstanceID != acct || r.ContainerName != run.ContainerName ||
 		r.DockerImageURL != img || r.DockerStatus != "running" || r.DTMAStatus != "running" || r.DesiredState != "running" {
 		t.Errorf("rebuilt cs-run row %+v, want the instance %+v", r, run)
@@ -534,7 +533,7 @@ func TestPostgresReconciler(t *testing.T) {
 	if !reflect.DeepEqual(r.PortBindings, wantPB) {
 		t.Errorf("rebuilt cs-run port_bindings %v, want %v", r.PortBindings, wantPB)
 	}
-	if st, started := dockerState(t, a.Docker, run.ContainerID); st != "running" || started != runStarted {
+	if st, started := pgDockerState(t, a.Docker, run.ContainerID); st != "running" || started != runStarted {
 		t.Errorf("cs-run container after adoption: %s, StartedAt %s (was %s)", st, started, runStarted)
 	}
 	// The rebuilt row keeps the env values (read back from the container),

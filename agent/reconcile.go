@@ -372,6 +372,12 @@ func (a *Agent) reconcile(ctx context.Context, inst *dtma.Instance, c *dtma.Cont
 // registry only what changed. Caller holds inst's lock.
 func (a *Agent) observe(ctx context.Context, inst *dtma.Instance, c *dtma.Container) {
 	o := normObserved(c.Observed())
+	if o.DockerStatus == dtma.DockerRunning && o.RestartCount > 0 && o.ExitCode == 0 {
+		// Docker zeroes the exit code when its restart policy starts the
+		// container again; keep the last one seen, which a crash loop is
+		// reported with.
+		o.ExitCode = inst.ExitCode
+	}
 	if o.ContainerID == inst.ContainerID && o.RestartCount > inst.RestartCount {
 		a.noteRestarts(inst.ID, o.RestartCount-inst.RestartCount)
 	}

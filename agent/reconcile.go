@@ -340,10 +340,15 @@ func (a *Agent) reconcile(ctx context.Context, inst *dtma.Instance, c *dtma.Cont
 			return
 		}
 		a.log.Warn("container missing; recreating", "instance", inst.Name, "container", inst.ContainerName)
+		gone := inst.Clone()
 		inst.ContainerID = ""
 		inst.PendingOp = dtma.OpDeploy
 		inst.Status = dtma.StatusDeploying
 		if err := a.writeIntent(ctx, inst); err != nil {
+			// No container may be made before its intent is recorded, but
+			// the view (and the row, once the registry is back) must still
+			// say that the container is gone.
+			a.noteMissing(ctx, gone)
 			return
 		}
 		if err := a.createAndStart(ctx, inst, dtma.PullMissing); err != nil {
@@ -366,6 +371,19 @@ func (a *Agent) reconcile(ctx context.Context, inst *dtma.Instance, c *dtma.Cont
 			a.writeOutcome(ctx, inst)
 		}
 	}
+}
+
+// noteMissing records that inst has no container, keeping any operation in
+// progress. Caller holds inst's lock.
+func (a *Agent) noteMissing(ctx context.Context, inst *dtma.Instance) {
+	o := dtma.Observed{DockerStatus: dtma.DockerMissing}
+	if inst.Observed == o {
+		return
+	}
+	inst.Observed = o
+	inst.ObservedAt = nowUTC()
+	inst.Status = a.statusFor(inst)
+	a.writeOutcome(ctx, inst)
 }
 
 // observe records what Docker shows of inst's container, writing to the

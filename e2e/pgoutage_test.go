@@ -56,10 +56,11 @@ func TestPostgresOutage(t *testing.T) {
 	keep := a.pgDeploy(map[string]any{"name": "keep-running", "image": img, "env": map[string]string{"ECHO": "kept"}, "ports": []map[string]any{{"container_port": 8080}}})
 	drift := a.pgDeploy(map[string]any{"name": "stopped-behind", "image": img})
 	idle := a.pgDeploy(map[string]any{"name": "idle", "image": img})
+	gone := a.pgDeploy(map[string]any{"name": "removed-behind", "image": img})
 	a.Expect(200, "POST", "/v1/instances/idle/stop", nil)
 	rowsBefore := pgMustRows(t, dsn, a.HostID)
-	if len(rowsBefore) != 3 {
-		t.Fatalf("%d rows before the outage, want 3", len(rowsBefore))
+	if len(rowsBefore) != 4 {
+		t.Fatalf("%d rows before the outage, want 4", len(rowsBefore))
 	}
 	_, keepStarted := pgDockerState(t, a.Docker, keep.ContainerID)
 	Eventually(t, 20*time.Second, "keep-running answers", func() bool { return HTTPGet(keep.Ports[0].HostPort, "/") == "kept" })
@@ -92,8 +93,8 @@ func TestPostgresOutage(t *testing.T) {
 	// Reads are served from memory; the fleet view (the shared table) and
 	// the health say the registry is down.
 	list := a.pgList("/v1/instances")
-	if len(list) != 3 {
-		t.Fatalf("GET /v1/instances during the outage lists %d instances, want 3", len(list))
+	if len(list) != 4 {
+		t.Fatalf("GET /v1/instances during the outage lists %d instances, want 4", len(list))
 	}
 	if got := a.pgGet("keep-running"); got.DockerStatus != "running" || got.ContainerID != keep.ContainerID {
 		t.Errorf("GET keep-running during the outage: %+v", got)
@@ -101,8 +102,8 @@ func TestPostgresOutage(t *testing.T) {
 	var legacy struct {
 		Tools []map[string]any `json:"tool_instances"`
 	}
-	if r := a.Do("GET", "/tools/status", nil); r.Status != 200 || json.Unmarshal(r.Body, &legacy) != nil || len(legacy.Tools) != 3 {
-		t.Errorf("legacy GET /tools/status during the outage: %d %s, want 200 with 3 tools", r.Status, r.Body)
+	if r := a.Do("GET", "/tools/status", nil); r.Status != 200 || json.Unmarshal(r.Body, &legacy) != nil || len(legacy.Tools) != 4 {
+		t.Errorf("legacy GET /tools/status during the outage: %d %s, want 200 with 4 tools", r.Status, r.Body)
 	}
 	a.pgExpect503("GET", "/v1/fleet/instances", nil)
 	var health struct {
@@ -121,6 +122,19 @@ func TestPostgresOutage(t *testing.T) {
 		got := a.pgGet("stopped-behind")
 		return got.DockerStatus == "exited" && got.DTMAStatus == "stopped"
 	})
+	// A container removed behind the agent's back while PostgreSQL is down
+	// shows as missing; it is not recreated before the intent to recreate
+	// it can be recorded.
+	if _, err := a.Docker.ContainerRemove(context.Background(), gone.ContainerID, client.ContainerRemoveOptions{Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	Eventually(t, 60*time.Second, "the agent's view shows removed-behind missing", func() bool {
+		got := a.pgGet("removed-behind")
+		return got.DockerStatus == "missing" && got.DesiredState == "running" && got.Drift
+	})
+	if ids := pgContainersOf(t, a.Docker, "removed-behind"); len(ids) != 0 {
+		t.Errorf("removed-behind was recreated as %v while its intent could not be recorded", ids)
+	}
 
 	srv.Restart(t)
 
@@ -134,6 +148,18 @@ func TestPostgresOutage(t *testing.T) {
 		r := pgRowNamed(rows, "stopped-behind")
 		return r != nil && r.DockerStatus == "exited" && r.DTMAStatus == "stopped"
 	})
+	// ... and recreates the removed container once it can record doing so.
+	Eventually(t, 60*time.Second, "removed-behind recreated and recorded", func() bool {
+		rows, err := pgRows(context.Background(), dsn, a.HostID)
+		if err != nil {
+			return false
+		}
+		r := pgRowNamed(rows, "removed-behind")
+		return r != nil && r.ContainerID != "" && r.ContainerID != gone.ContainerID && r.DockerStatus == "running" && r.DTMAStatus == "running"
+	})
+	if ids := pgContainersOf(t, a.Docker, "removed-behind"); len(ids) != 1 {
+		t.Errorf("removed-behind has containers %v after the outage, want exactly one", ids)
+	}
 	Eventually(t, 30*time.Second, "health reports the registry back", func() bool {
 		return a.Do("GET", "/v1/health", nil).Status == 200
 	})
@@ -143,9 +169,15 @@ func TestPostgresOutage(t *testing.T) {
 	}
 	for _, before := range rowsBefore {
 		after := pgRowNamed(rowsAfter, before.Name)
-		if after == nil || after.ID != before.ID || after.ContainerID != before.ContainerID {
+		if after == nil || after.ID != before.ID {
 			t.Errorf("row %q before %+v, after %+v", before.Name, before, after)
 			continue
+		}
+		if before.Name == "removed-behind" {
+			continue // recreated: checked above
+		}
+		if after.ContainerID != before.ContainerID {
+			t.Errorf("row %q container %s after the outage, was %s", before.Name, after.ContainerID, before.ContainerID)
 		}
 		want := before.DockerStatus
 		if before.Name == "stopped-behind" {
@@ -165,8 +197,8 @@ func TestPostgresOutage(t *testing.T) {
 	// Writes work again, without restarting the agent.
 	a.Expect(200, "POST", "/v1/instances/idle/start", nil)
 	a.pgDeploy(map[string]any{"name": "after-outage", "image": img})
-	if n := len(pgMustRows(t, dsn, a.HostID)); n != 4 {
-		t.Errorf("%d rows after a deploy following the outage, want 4", n)
+	if n := len(pgMustRows(t, dsn, a.HostID)); n != 5 {
+		t.Errorf("%d rows after a deploy following the outage, want 5", n)
 	}
 	if r := pgRowNamed(pgMustRows(t, dsn, a.HostID), "idle"); r == nil || r.DockerStatus != "running" || r.DTMAStatus != "running" {
 		t.Errorf("idle row after start: %+v", r)

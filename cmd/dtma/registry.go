@@ -175,9 +175,15 @@ func importRows(ctx context.Context, reg dtma.Registry, f exportFile, s *streams
 	var conflicts []string
 	unchanged := 0
 	planned := map[string]string{} // "field\x00value" of rows to create -> their name
-	for _, e := range f.Instances {
+	for i, e := range f.Instances {
 		if e.HostID != reg.HostID() {
 			conflicts = append(conflicts, fmt.Sprintf("%s: belongs to host %s, this registry is host %s (set DTMA_HOST_ID)", e.Name, e.HostID, reg.HostID()))
+			continue
+		}
+		// What either store would refuse is refused here, before anything
+		// is written, so that an import is never left half-done.
+		if problem := invalidRow(e); problem != "" {
+			conflicts = append(conflicts, fmt.Sprintf("row %d (%q): invalid: %s", i+1, e.Name, problem))
 			continue
 		}
 		existing, err := reg.FindInstanceByID(ctx, e.ID)
@@ -249,6 +255,23 @@ func importRows(ctx context.Context, reg dtma.Registry, f exportFile, s *streams
 	}
 	fmt.Fprintf(s.out, "imported %d, unchanged %d\n", len(create), unchanged)
 	return nil
+}
+
+// invalidRow says what makes e unfit for a registry, or "".
+func invalidRow(e exportInstance) string {
+	switch {
+	case !dtma.IsUUID(e.ID):
+		return "id must be a UUID"
+	case strings.TrimSpace(e.Name) == "":
+		return "name must not be empty"
+	case strings.TrimSpace(e.ContainerName) == "":
+		return "container_name must not be empty"
+	case e.AccountToolInstanceID != "" && !dtma.IsUUID(e.AccountToolInstanceID):
+		return "account_tool_instance_id must be a UUID"
+	case strings.TrimSpace(e.Spec.Image) == "":
+		return "spec.image must not be empty"
+	}
+	return ""
 }
 
 // normExport makes two exports of one row compare equal whatever the

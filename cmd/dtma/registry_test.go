@@ -385,3 +385,41 @@ func mustJSON(t *testing.T, v any) []byte {
 	}
 	return b
 }
+
+// Rows a registry would refuse are reported before anything is written:
+// an import is never left half-done by its second row.
+func TestRegistryImportInvalidRows(t *testing.T) {
+	valid := registrytest.NewInstance("valid-row")
+	valid.ID, valid.HostID = dtma.NewUUID(), testHost
+	cases := []struct {
+		name   string
+		modify func(e *exportInstance)
+		want   string
+	}{
+		{"id not a UUID", func(e *exportInstance) { e.ID = "row-7" }, `conflict: row 2 ("bad"): invalid: id must be a UUID`},
+		{"account id not a UUID", func(e *exportInstance) { e.AccountToolInstanceID = "acct-7" }, `conflict: row 2 ("bad"): invalid: account_tool_instance_id must be a UUID`},
+		{"empty name", func(e *exportInstance) { e.Name = "" }, `conflict: row 2 (""): invalid: name must not be empty`},
+		{"empty container name", func(e *exportInstance) { e.ContainerName = " " }, `conflict: row 2 ("bad"): invalid: container_name must not be empty`},
+		{"empty image", func(e *exportInstance) { e.Spec.Image = "" }, `conflict: row 2 ("bad"): invalid: spec.image must not be empty`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			bad := registrytest.NewInstance("bad")
+			bad.ID, bad.HostID = dtma.NewUUID(), testHost
+			e := toExport(bad)
+			tc.modify(&e)
+			f := exportFile{Format: exportFormat, HostID: testHost, Instances: []exportInstance{toExport(valid), e}}
+			env := registryEnv(t.TempDir(), testHost)
+			out, stderr, err := runCLI(t, env, "registry", "import", writeExport(t, f))
+			if err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), "nothing written") {
+				t.Fatalf("import: err %v (exit %d), want exit 2 and nothing written; stdout %q", err, exitCode(err), out)
+			}
+			if !strings.Contains(stderr, tc.want+"\n") {
+				t.Errorf("stderr %q lacks %q", stderr, tc.want)
+			}
+			if got := exportOf(t, env); len(got.Instances) != 0 {
+				t.Errorf("refused import wrote %d rows", len(got.Instances))
+			}
+		})
+	}
+}

@@ -27,7 +27,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		if err := a.Relist(ctx); err != nil {
 			cancel()
 			a.log.Warn("relist failed; retrying", "in", wait.String(), "err", err)
-			if !sleep(ctx, wait) {
+			if !a.waitRetry(ctx, wait) {
 				break
 			}
 			wait = min(wait*2, 30*time.Second)
@@ -45,6 +45,22 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// waitRetry waits d before the next attempt to reach Docker, or less when
+// an API call has meanwhile found Docker reachable again (noteDocker asks
+// for a relist): the reconciler then relists at once. It returns false
+// when ctx ends.
+func (a *Agent) waitRetry(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+	case <-a.kick:
+	}
+	return true
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {

@@ -214,6 +214,10 @@ func (r *Registry) FindInstances(ctx context.Context, filter dtma.InstanceFilter
 		args = append(args, v)
 		where = append(where, fmt.Sprintf(cond, len(args)))
 	}
+	// The literal condition lets the planner use the partial unique
+	// indexes (WHERE host_id <> '') with generic plans too, and keeps rows
+	// the platform wrote itself (host_id '') out of every listing.
+	where = append(where, "host_id <> ''")
 	if !filter.AllHosts {
 		add("host_id = $%d", r.hostID)
 	}

@@ -89,7 +89,7 @@ func openConfiguredRegistry(ctx context.Context, cmd *cobra.Command, s *streams)
 	if err != nil {
 		return nil, err
 	}
-	reg, _, err := openRegistry(ctx, c, hostID, newLogger(c, s))
+	reg, _, err := openRegistry(ctx, c, hostID, newLogger(c, s), false)
 	return reg, err
 }
 

@@ -60,7 +60,7 @@ func serve(ctx context.Context, c *config, s *streams) error {
 		listenPort = l.Addr().(*net.TCPAddr).Port
 	}
 
-	reg, where, err := openRegistry(ctx, c, hostID, log)
+	reg, where, err := openRegistry(ctx, c, hostID, log, true)
 	if err != nil {
 		return err
 	}

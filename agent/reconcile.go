@@ -482,6 +482,18 @@ func (a *Agent) adoptLabelled(ctx context.Context, c *dtma.Container) {
 		a.log.Warn("container claims an instance that already has a record; left alone", "container", c.Name, "instance", name)
 		return
 	}
+	// The list may be stale: a remove that has just released the lock
+	// deleted this container and then its record. Look again, under the
+	// lock, so that a removed instance is never brought back.
+	fresh, ierr := a.rt.InspectContainer(ctx, c.ID)
+	if ierr != nil {
+		a.noteDocker(ierr)
+		return
+	}
+	if fresh.State == dtma.DockerRemoving || fresh.Labels[dtma.LabelHost] != a.cfg.HostID {
+		return
+	}
+	c = fresh
 	if !dtma.IsUUID(id) {
 		id = dtma.NewUUID()
 	}

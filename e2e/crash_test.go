@@ -1,0 +1,309 @@
+package e2e
+
+import (
+	"fmt"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/agentopia/dtma"
+)
+
+// rcWaitFirstRelist waits until a freshly started agent has finished its
+// first reconcile (health's last_observed_at is set).
+func rcWaitFirstRelist(t testing.TB, a *Agent) {
+	t.Helper()
+	Eventually(t, 60*time.Second, "the first relist after start", func() bool {
+		return !rcLastObserved(t, a).IsZero()
+	})
+}
+
+// rcCheckConsistent asserts the crash-safety invariants: no record in an
+// intermediate state, no container of this host without a record, never
+// two containers for one instance. It returns the instances.
+func rcCheckConsistent(t testing.TB, a *Agent) []rcInstance {
+	t.Helper()
+	list := rcList(t, a)
+	var problems []string
+	ids := map[string]rcInstance{}
+	for _, inst := range list {
+		if inst.transient() {
+			problems = append(problems, fmt.Sprintf("instance %q is stuck in %s (pending %q) after a reconcile", inst.Name, inst.DTMAStatus, inst.PendingOp))
+		}
+		ids[inst.ID] = inst
+	}
+	perInstance := map[string]int{}
+	for _, c := range rcContainers(t, a.Docker, "dtma.host="+a.HostID) {
+		iid := c.Labels[dtma.LabelInstanceID]
+		if _, ok := ids[iid]; !ok {
+			problems = append(problems, fmt.Sprintf("container %s (instance %q, id %s) has no record", c.ID[:12], c.Labels[dtma.LabelInstance], iid))
+		}
+		perInstance[c.Labels[dtma.LabelInstance]]++
+	}
+	for name, n := range perInstance {
+		if n > 1 {
+			problems = append(problems, fmt.Sprintf("instance %q has %d containers", name, n))
+		}
+	}
+	if len(problems) > 0 {
+		t.Fatalf("%s\nagent log:\n%s", strings.Join(problems, "\n"), a.Logs())
+	}
+	return list
+}
+
+// TestCrashDeployStorm kills the agent (SIGKILL) over and over while
+// deploys and removes of six instances race with it, then re-sends every
+// deploy: each answers 2xx, each instance has exactly one running
+// container, every container has a record and no record is left in an
+// intermediate state.
+func TestCrashDeployStorm(t *testing.T) {
+	t.Parallel()
+	img := EchoImage(t)
+	a := StartAgent(t, AgentOptions{})
+	base := a.URL
+
+	const n = 6
+	bodies := make([]map[string]any, n)
+	for i := range bodies {
+		bodies[i] = rcDeployBody(img, fmt.Sprintf("Storm Tool %d", i), dtma.NewUUID(),
+			map[string]string{"ECHO": fmt.Sprintf("storm-%d", i)}, rcPort{ContainerPort: 8080})
+	}
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var ok2xx, connErrs atomic.Int64
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			ref := "/v1/instances/" + url.PathEscape(bodies[i]["name"].(string))
+			for k := 0; ; k++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				status, _, err := rcTry(base, "POST", "/v1/instances", bodies[i], 30*time.Second)
+				if err != nil {
+					connErrs.Add(1)
+					time.Sleep(20 * time.Millisecond) // the agent is down; try again soon
+					continue
+				}
+				if status/100 == 2 {
+					ok2xx.Add(1)
+				}
+				if k%3 == 1 { // remove now and then, so creates keep racing with kills
+					if _, _, err := rcTry(base, "DELETE", ref, nil, 30*time.Second); err != nil {
+						connErrs.Add(1)
+					}
+				}
+			}
+		}(i)
+	}
+
+	delays := []time.Duration{40, 150, 90, 300, 20, 220, 60, 450, 120, 10}
+	kills := 0
+	for _, d := range delays {
+		time.Sleep(d * time.Millisecond) // when to kill, not an assertion
+		a.Kill()
+		kills++
+		a.start()
+	}
+	close(stop)
+	wg.Wait()
+	a.Kill() // and once more with nothing in flight
+	kills++
+	a.start()
+	t.Logf("%d SIGKILLs; %d deploys answered 2xx during the storm; %d requests failed with connection errors", kills, ok2xx.Load(), connErrs.Load())
+	if kills < 8 {
+		t.Fatalf("only %d kills", kills)
+	}
+	if ok2xx.Load() == 0 {
+		t.Fatalf("no deploy succeeded during the storm; the test did not exercise anything\n%s", a.Logs())
+	}
+
+	// After a restart and one reconcile the invariants hold already.
+	rcWaitFirstRelist(t, a)
+	rcCheckConsistent(t, a)
+
+	// The same requests sent again complete.
+	for i := range bodies {
+		r := a.Do("POST", "/v1/instances", bodies[i])
+		if r.Status != 200 && r.Status != 201 {
+			t.Fatalf("re-sent deploy %d: status %d\n%s", i, r.Status, r.Body)
+		}
+	}
+	var list []rcInstance
+	Eventually(t, 60*time.Second, "every instance running and settled", func() bool {
+		list = rcList(t, a)
+		if len(list) != n {
+			return false
+		}
+		for _, inst := range list {
+			if inst.DTMAStatus != "running" || inst.DockerStatus != "running" || inst.PendingOp != "" {
+				return false
+			}
+		}
+		return true
+	})
+	list = rcCheckConsistent(t, a)
+	for i := range bodies {
+		name := bodies[i]["name"].(string)
+		cs := rcContainers(t, a.Docker, "dtma.host="+a.HostID, dtma.LabelInstance+"="+name)
+		if len(cs) != 1 {
+			t.Fatalf("instance %q has %d containers, want 1", name, len(cs))
+		}
+		if cs[0].State != "running" {
+			t.Errorf("container of %q is %s", name, cs[0].State)
+		}
+		inst := rcMustGet(t, a, name)
+		if inst.ContainerID != cs[0].ID {
+			t.Errorf("instance %q records container %s, Docker has %s", name, inst.ContainerID, cs[0].ID)
+		}
+		if len(inst.Ports) != 1 {
+			t.Fatalf("instance %q ports %+v", name, inst.Ports)
+		}
+		want := fmt.Sprintf("storm-%d", i)
+		Eventually(t, 20*time.Second, name+" serving", func() bool { return HTTPGet(inst.Ports[0].HostPort, "/") == want })
+	}
+}
+
+// rcFireAndKill sends a request, SIGKILLs the agent d after, starts it
+// again and waits for its first reconcile, after which the crash-safety
+// invariants must hold.
+func rcFireAndKill(t *testing.T, a *Agent, method, path string, d time.Duration) {
+	t.Helper()
+	base := a.URL
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _, _ = rcTry(base, method, path, nil, 30*time.Second) // may fail: the agent dies
+	}()
+	time.Sleep(d) // when to kill, not an assertion
+	a.Kill()
+	<-done
+	a.start()
+	rcWaitFirstRelist(t, a)
+	rcCheckConsistent(t, a)
+}
+
+// rcKillDelays are the delays after firing a request at which the crash
+// tests SIGKILL the agent: before, at and after the intent is recorded.
+var rcKillDelays = []time.Duration{0, 15 * time.Millisecond, 40 * time.Millisecond, 100 * time.Millisecond}
+
+// TestCrashDuringStop fires stop requests and SIGKILLs the agent shortly
+// after each, then restarts it: after one reconcile nothing is left
+// half-done, a re-sent stop answers 200, and the stopped instance stays
+// stopped (neither Docker nor the agent starts it again).
+func TestCrashDuringStop(t *testing.T) {
+	t.Parallel()
+	img := EchoImage(t)
+	a := StartAgent(t, AgentOptions{})
+	rcDeploy(t, a, rcDeployBody(img, "crash stop", "", nil))
+	for _, d := range rcKillDelays {
+		a.Expect(200, "POST", "/v1/instances/crash%20stop/start", nil)
+		rcFireAndKill(t, a, "POST", "/v1/instances/crash%20stop/stop", d)
+		a.Expect(200, "POST", "/v1/instances/crash%20stop/stop", nil)
+		inst := rcMustGet(t, a, "crash stop")
+		if inst.DesiredState != "stopped" || inst.DTMAStatus != "stopped" || inst.DockerStatus != "exited" || inst.PendingOp != "" {
+			t.Fatalf("after kill at %s and a re-sent stop: %+v", d, inst)
+		}
+	}
+	inst := rcMustGet(t, a, "crash stop")
+	rcWaitRelists(t, a, 2)
+	if _, state, _, ok := rcStarted(t, a, inst.ContainerID); !ok || state != "exited" {
+		t.Fatalf("stopped container is %q (exists %v) after two relists", state, ok)
+	}
+	if got := rcMustGet(t, a, "crash stop"); got.DTMAStatus != "stopped" || got.Drift {
+		t.Fatalf("stopped instance shows %s drift=%v", got.DTMAStatus, got.Drift)
+	}
+}
+
+// TestCrashDuringRemove fires removes and SIGKILLs the agent shortly after
+// each: after a restart and one reconcile the remove has completed or not
+// started; a re-sent remove answers 204 or 404 and the container is gone.
+func TestCrashDuringRemove(t *testing.T) {
+	t.Parallel()
+	img := EchoImage(t)
+	a := StartAgent(t, AgentOptions{})
+	for i, d := range rcKillDelays {
+		name := fmt.Sprintf("crash remove %d", i)
+		inst := rcDeploy(t, a, rcDeployBody(img, name, "", nil))
+		ref := "/v1/instances/" + url.PathEscape(name)
+		rcFireAndKill(t, a, "DELETE", ref, d)
+		r := a.Do("DELETE", ref, nil)
+		if r.Status != 204 && r.Status != 404 {
+			t.Fatalf("re-sent remove after kill at %s: %d %s", d, r.Status, r.Body)
+		}
+		if _, status := rcGet(t, a, name); status != 404 {
+			t.Fatalf("instance %q still served (%d) after remove", name, status)
+		}
+		if cs := rcContainers(t, a.Docker, dtma.LabelInstanceID+"="+inst.ID); len(cs) != 0 {
+			t.Fatalf("container of removed instance %q still exists", name)
+		}
+	}
+	rcWaitRelists(t, a, 1)
+	if list := rcList(t, a); len(list) != 0 {
+		t.Fatalf("removed instances came back: %+v", list)
+	}
+}
+
+// TestCrashDuringRestart fires restarts and SIGKILLs the agent shortly
+// after each: after a restart and one reconcile the instance runs, settled,
+// with exactly one container.
+func TestCrashDuringRestart(t *testing.T) {
+	t.Parallel()
+	img := EchoImage(t)
+	a := StartAgent(t, AgentOptions{})
+	rcDeploy(t, a, rcDeployBody(img, "crash restart", "", nil))
+	for _, d := range rcKillDelays {
+		rcFireAndKill(t, a, "POST", "/v1/instances/crash%20restart/restart", d)
+		inst := rcMustGet(t, a, "crash restart")
+		if inst.DTMAStatus != "running" || inst.DockerStatus != "running" || inst.PendingOp != "" {
+			t.Fatalf("after kill at %s: %+v", d, inst)
+		}
+		if cs := rcContainers(t, a.Docker, "dtma.host="+a.HostID, dtma.LabelInstance+"=crash restart"); len(cs) != 1 || cs[0].ID != inst.ContainerID {
+			t.Fatalf("after kill at %s: %d containers for the instance", d, len(cs))
+		}
+	}
+}
+
+// TestCrashRestartKeepsContainers: kill -9 of the agent and a restart
+// restart no container: the same container IDs with the same StartedAt,
+// still recorded as running.
+func TestCrashRestartKeepsContainers(t *testing.T) {
+	t.Parallel()
+	img := EchoImage(t)
+	a := StartAgent(t, AgentOptions{})
+	type seen struct{ id, started string }
+	before := map[string]seen{}
+	for i := 0; i < 3; i++ {
+		inst := rcDeploy(t, a, rcDeployBody(img, fmt.Sprintf("keep %d", i), dtma.NewUUID(), nil))
+		id, _, started, _ := rcStarted(t, a, inst.ContainerID)
+		before[inst.Name] = seen{id, started}
+	}
+	for k := 0; k < 3; k++ {
+		a.Restart() // SIGKILL, then start again
+		rcWaitFirstRelist(t, a)
+		rcWaitRelists(t, a, 1)
+		for name, b := range before {
+			inst := rcMustGet(t, a, name)
+			id, state, started, ok := rcStarted(t, a, b.id)
+			if !ok || id != b.id || started != b.started || state != "running" {
+				t.Fatalf("restart %d: container of %q is %s %s started %s, was %s started %s", k, name, id, state, started, b.id, b.started)
+			}
+			if inst.ContainerID != b.id || inst.DTMAStatus != "running" {
+				t.Fatalf("restart %d: %q recorded as %s %s", k, name, inst.ContainerID, inst.DTMAStatus)
+			}
+		}
+		if n := len(a.HostContainers()); n != len(before) {
+			t.Fatalf("restart %d: %d containers, want %d", k, n, len(before))
+		}
+	}
+	if strings.Contains(a.Logs(), "recreating") {
+		t.Fatalf("the agent recreated a container after a restart:\n%s", a.Logs())
+	}
+}

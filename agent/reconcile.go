@@ -478,10 +478,6 @@ func (a *Agent) adoptLabelled(ctx context.Context, c *dtma.Container) {
 	if a.get(id) != nil {
 		return
 	}
-	if a.lookup(name) != nil {
-		a.log.Warn("container claims an instance that already has a record; left alone", "container", c.Name, "instance", name)
-		return
-	}
 	// The list may be stale: a remove that has just released the lock
 	// deleted this container and then its record. Look again, under the
 	// lock, so that a removed instance is never brought back.
@@ -494,6 +490,23 @@ func (a *Agent) adoptLabelled(ctx context.Context, c *dtma.Container) {
 		return
 	}
 	c = fresh
+	if c.State == dtma.DockerCreated && c.StartedAt.IsZero() {
+		// Created, never started, and no record knows it: what is left of
+		// a deploy the agent was killed in (Docker finishes a create whose
+		// client died, possibly after the record was removed). It never
+		// ran; remove it rather than give it a record.
+		if err := a.rt.RemoveContainer(ctx, c.ID); err != nil {
+			a.noteDocker(err)
+			a.log.Warn("remove container of an interrupted deploy; will retry", "container", c.Name, "err", err)
+			return
+		}
+		a.log.Warn("removed a never-started container no record knows (an interrupted deploy)", "container", c.Name, "instance", name)
+		return
+	}
+	if a.lookup(name) != nil {
+		a.log.Warn("container claims an instance that already has a record; left alone", "container", c.Name, "instance", name)
+		return
+	}
 	if !dtma.IsUUID(id) {
 		id = dtma.NewUUID()
 	}

@@ -72,9 +72,28 @@ func TestCrashDeployStorm(t *testing.T) {
 			map[string]string{"ECHO": fmt.Sprintf("storm-%d", i)}, rcPort{ContainerPort: 8080})
 	}
 
+	// Six workers, one per instance, deploy (and now and then remove) in a
+	// loop. While paused they send nothing; inflight counts their requests.
 	stop := make(chan struct{})
+	var paused atomic.Bool
+	var inflight atomic.Int32
 	var wg sync.WaitGroup
 	var ok2xx, connErrs atomic.Int64
+	send := func(method, path string, body any) {
+		inflight.Add(1)
+		defer inflight.Add(-1)
+		if paused.Load() {
+			return
+		}
+		status, _, err := rcTry(base, method, path, body, 30*time.Second)
+		switch {
+		case err != nil:
+			connErrs.Add(1)
+			time.Sleep(20 * time.Millisecond) // the agent is down; try again soon
+		case method == "POST" && status/100 == 2:
+			ok2xx.Add(1)
+		}
+	}
 	for i := 0; i < n; i++ {
 		wg.Add(1)
 		go func(i int) {
@@ -86,44 +105,61 @@ func TestCrashDeployStorm(t *testing.T) {
 					return
 				default:
 				}
-				status, _, err := rcTry(base, "POST", "/v1/instances", bodies[i], 30*time.Second)
-				if err != nil {
-					connErrs.Add(1)
-					time.Sleep(20 * time.Millisecond) // the agent is down; try again soon
+				if paused.Load() {
+					time.Sleep(10 * time.Millisecond)
 					continue
 				}
-				if status/100 == 2 {
-					ok2xx.Add(1)
-				}
+				send("POST", "/v1/instances", bodies[i])
 				if k%3 == 1 { // remove now and then, so creates keep racing with kills
-					if _, _, err := rcTry(base, "DELETE", ref, nil, 30*time.Second); err != nil {
-						connErrs.Add(1)
-					}
+					send("DELETE", ref, nil)
 				}
 			}
 		}(i)
 	}
 
+	// Kill at varying delays. After every other kill the workers pause
+	// until the restarted agent has finished its first reconcile, and the
+	// crash-safety invariants are checked then; after the others the
+	// workers race with the restarted agent's reconcile.
 	delays := []time.Duration{40, 150, 90, 300, 20, 220, 60, 450, 120, 10}
-	kills := 0
-	for _, d := range delays {
+	kills, checked := 0, 0
+	for k, d := range delays {
 		time.Sleep(d * time.Millisecond) // when to kill, not an assertion
+		quiet := k%2 == 1
+		if quiet {
+			paused.Store(true)
+		}
 		a.Kill()
 		kills++
+		if quiet {
+			Eventually(t, 60*time.Second, "the workers' requests to end", func() bool { return inflight.Load() == 0 })
+		}
 		a.start()
+		if quiet {
+			rcWaitFirstRelist(t, a)
+			rcCheckConsistent(t, a)
+			checked++
+			paused.Store(false)
+		}
 	}
 	close(stop)
 	wg.Wait()
 	a.Kill() // and once more with nothing in flight
 	kills++
 	a.start()
-	t.Logf("%d SIGKILLs; %d deploys answered 2xx during the storm; %d requests failed with connection errors", kills, ok2xx.Load(), connErrs.Load())
+	t.Logf("%d SIGKILLs (%d checked after the first reconcile); %d deploys answered 2xx during the storm; %d requests failed with connection errors",
+		kills, checked, ok2xx.Load(), connErrs.Load())
 	if kills < 8 {
 		t.Fatalf("only %d kills", kills)
 	}
 	if ok2xx.Load() == 0 {
 		t.Fatalf("no deploy succeeded during the storm; the test did not exercise anything\n%s", a.Logs())
 	}
+
+	logs := a.Logs()
+	t.Logf("the reconciler finished %d interrupted operations and %d interrupted removes, recreated %d containers, removed %d never-started ones",
+		strings.Count(logs, "finished interrupted operation"), strings.Count(logs, "finished interrupted remove"),
+		strings.Count(logs, "container missing; recreating"), strings.Count(logs, "never-started"))
 
 	// After a restart and one reconcile the invariants hold already.
 	rcWaitFirstRelist(t, a)

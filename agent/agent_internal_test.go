@@ -1,0 +1,185 @@
+package agent
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agentopia/dtma"
+)
+
+// Unit tests of the agent's pure logic. The features (deploy, reconcile,
+// crash safety) are proven end to end against real Docker in e2e/.
+
+func testAgent(free func(string, int, string) bool) *Agent {
+	cfg := Config{HostID: "h1", ListenPort: 30000, PortRangeStart: 31000, PortRangeEnd: 31003, PortFree: free,
+		CrashLoopRestarts: 3, CrashLoopWindow: time.Minute}
+	cfg.setDefaults()
+	return &Agent{cfg: cfg, log: cfg.Logger, locks: newKeyedMutex(), view: map[string]*dtma.Instance{},
+		dirty: map[string]bool{}, deleted: map[string]bool{}, restarts: map[string][]time.Time{}, recreate: map[string]*backoff{}}
+}
+
+func TestKeyedMutex(t *testing.T) {
+	k := newKeyedMutex()
+	unlock, err := k.Lock(context.Background(), "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := k.TryLock("a"); ok {
+		t.Fatal("TryLock took a held lock")
+	}
+	other, ok := k.TryLock("b")
+	if !ok {
+		t.Fatal("keys are not independent")
+	}
+	other()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if _, err := k.Lock(ctx, "a"); err == nil {
+		t.Fatal("Lock did not honour the context")
+	}
+	unlock()
+	again, ok := k.TryLock("a")
+	if !ok {
+		t.Fatal("lock not released")
+	}
+	again()
+	if len(k.entries) != 0 {
+		t.Fatalf("entries leak: %d", len(k.entries))
+	}
+}
+
+func TestResolvePorts(t *testing.T) {
+	busy := map[int]bool{31000: true}
+	a := testAgent(func(ip string, port int, proto string) bool { return !busy[port] })
+	held := &dtma.Instance{ID: "x", Name: "holder", Ports: []dtma.Port{{ContainerPort: 80, Protocol: "tcp", HostPort: 31001}}}
+	view := []*dtma.Instance{held}
+
+	got, err := a.resolvePorts(view, "", []dtma.Port{{ContainerPort: 8080, Protocol: "tcp"}, {ContainerPort: 9090, Protocol: "tcp", HostPort: 31002}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 31000 is bound on the host, 31001 held by an instance, 31002 asked for: 31003.
+	if got[0].HostPort != 31003 || got[1].HostPort != 31002 {
+		t.Fatalf("allocated %+v", got)
+	}
+	cases := []struct {
+		port dtma.Port
+		want string
+	}{
+		{dtma.Port{ContainerPort: 1, Protocol: "tcp", HostPort: 30000}, "agent's own port"},
+		{dtma.Port{ContainerPort: 1, Protocol: "tcp", HostPort: 31001}, `instance "holder"`},
+		{dtma.Port{ContainerPort: 1, Protocol: "tcp", HostPort: 31000}, "in use on the host"},
+	}
+	for _, c := range cases {
+		_, err := a.resolvePorts(view, "", []dtma.Port{c.port})
+		if dtma.ErrorCode(err) != dtma.ECONFLICT || !strings.Contains(err.Error(), c.want) || dtma.ErrorField(err) != "ports[0].host_port" {
+			t.Errorf("port %d: %v, want conflict saying %q", c.port.HostPort, err, c.want)
+		}
+	}
+	// UDP 31001 is not held (the holder has tcp).
+	if _, err := a.resolvePorts(view, "", []dtma.Port{{ContainerPort: 1, Protocol: "udp", HostPort: 31001}}); err != nil {
+		t.Errorf("udp on a tcp-held port: %v", err)
+	}
+	// The range runs out.
+	busy[31003] = true
+	if _, err := a.resolvePorts(view, "", []dtma.Port{{ContainerPort: 1, Protocol: "tcp"}, {ContainerPort: 2, Protocol: "tcp"}}); dtma.ErrorCode(err) != dtma.ECONFLICT {
+		t.Errorf("exhausted range: %v", err)
+	}
+}
+
+func TestMatchExisting(t *testing.T) {
+	a := testAgent(nil)
+	spec := dtma.Spec{Image: "img:1", Env: map[string]string{"K": "secret-v1"}}
+	a.view["1"] = &dtma.Instance{ID: "1", Name: "tool", AccountToolInstanceID: "6f1c1f0e-4a59-4d5e-9a59-3f1d2c8b9e10", Spec: spec, SpecHash: spec.Hash()}
+
+	same := dtma.DeployRequest{Name: "tool", AccountToolInstanceID: "6f1c1f0e-4a59-4d5e-9a59-3f1d2c8b9e10", Spec: spec}
+	if inst, err := a.matchExisting(same); err != nil || inst == nil || inst.ID != "1" {
+		t.Fatalf("identical deploy: %v %v", inst, err)
+	}
+	changed := same
+	changed.Spec = dtma.Spec{Image: "img:1", Env: map[string]string{"K": "secret-v2"}}
+	_, err := a.matchExisting(changed)
+	if dtma.ErrorCode(err) != dtma.ECONFLICT || !strings.Contains(err.Error(), "env K") || strings.Contains(err.Error(), "secret") {
+		t.Fatalf("changed env: %v", err)
+	}
+	otherName := same
+	otherName.Name = "another"
+	if _, err := a.matchExisting(otherName); dtma.ErrorCode(err) != dtma.ECONFLICT || dtma.ErrorField(err) != "account_tool_instance_id" {
+		t.Fatalf("account id reused: %v", err)
+	}
+	fresh := dtma.DeployRequest{Name: "new", Spec: spec}
+	if inst, err := a.matchExisting(fresh); inst != nil || err != nil {
+		t.Fatalf("new name: %v %v", inst, err)
+	}
+}
+
+func TestInstanceFromContainer(t *testing.T) {
+	c := &dtma.Container{
+		ID: "cid", Name: "dtma-tool", Image: "img:1", State: dtma.DockerExited,
+		Env: map[string]string{"PATH": "/bin", "API_KEY": "v"},
+		Labels: map[string]string{
+			dtma.LabelInstance: "Tool", dtma.LabelAccountID: "6F1C1F0E-4A59-4D5E-9A59-3F1D2C8B9E10",
+			dtma.LabelSpecHash: "h", dtma.LabelEnvNames: "API_KEY", dtma.LabelPorts: `[{"container_port":8080,"protocol":"tcp","host_port":0}]`,
+		},
+		Ports: []dtma.Port{{ContainerPort: 8080, Protocol: "tcp", HostPort: 31005, HostIP: "127.0.0.1"}},
+	}
+	inst := instanceFromContainer(c, "id1", "Tool")
+	if len(inst.Spec.Env) != 1 || inst.Spec.Env["API_KEY"] != "v" {
+		t.Errorf("env %v: want only the labelled names (no image env)", inst.Spec.EnvNames())
+	}
+	if inst.Spec.Ports[0].HostPort != 0 || inst.Ports[0].HostPort != 31005 {
+		t.Errorf("requested %+v resolved %+v", inst.Spec.Ports, inst.Ports)
+	}
+	if inst.SpecHash != "h" || inst.AccountToolInstanceID != "6f1c1f0e-4a59-4d5e-9a59-3f1d2c8b9e10" || inst.DesiredState != dtma.DesiredStopped {
+		t.Errorf("%+v", inst)
+	}
+}
+
+func TestCrashLoopWindow(t *testing.T) {
+	a := testAgent(nil)
+	a.noteRestarts("x", 2)
+	if a.crashLooping("x") {
+		t.Fatal("2 restarts < 3")
+	}
+	a.noteRestarts("x", 1)
+	if !a.crashLooping("x") {
+		t.Fatal("3 restarts within the window")
+	}
+	a.mu.Lock()
+	for i := range a.restarts["x"] {
+		a.restarts["x"][i] = time.Now().Add(-2 * time.Minute)
+	}
+	a.mu.Unlock()
+	if a.crashLooping("x") {
+		t.Fatal("restarts outside the window still count")
+	}
+}
+
+func TestRecreateBackoff(t *testing.T) {
+	a := testAgent(nil)
+	if !a.recreateAllowed("x") {
+		t.Fatal("first attempt must be allowed")
+	}
+	a.recreateFailed("x")
+	if a.recreateAllowed("x") {
+		t.Fatal("retry allowed at once after a failure")
+	}
+	a.recreateSucceeded("x")
+	if !a.recreateAllowed("x") {
+		t.Fatal("success must reset the backoff")
+	}
+}
+
+func TestAdoptCandidates(t *testing.T) {
+	got := strings.Join(adoptCandidates(dtma.AdoptRequest{Name: "Context7 MCP Server-1"}), "|")
+	for _, want := range []string{"Context7-MCP-Server-1", "context7-mcp-server-1"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("candidates %q lack %q", got, want)
+		}
+	}
+	if c := adoptCandidates(dtma.AdoptRequest{Name: "x", Container: "given"}); len(c) != 1 || c[0] != "given" {
+		t.Errorf("explicit container: %v", c)
+	}
+}

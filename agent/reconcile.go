@@ -373,6 +373,14 @@ func (a *Agent) reconcile(ctx context.Context, inst *dtma.Instance, c *dtma.Cont
 				a.noteDocker(err)
 				return // the intent stands; retried when Docker is back
 			}
+			if inst.ContainerID != "" {
+				// Leave no container that failed to start: the instance
+				// stays "container gone", which later relists retry (with
+				// backoff) instead of taking it for a stop to respect.
+				if rerr := a.rt.RemoveContainer(ctx, inst.ContainerID); rerr == nil {
+					inst.ContainerID = ""
+				}
+			}
 			a.fail(ctx, inst, err)
 			return
 		}

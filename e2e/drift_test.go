@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"net"
 	"net/url"
 	"strconv"
 	"sync"
@@ -195,5 +196,47 @@ func TestRemovedStayRemoved(t *testing.T) {
 	}
 	if c := a.HostContainers(); len(c) != 0 {
 		t.Fatalf("%d containers left after removing every instance", len(c))
+	}
+}
+
+// TestDriftRecreateRetries: a container removed while the agent was down
+// is recreated when the agent starts; when that fails (its host port is
+// taken by another process) the instance shows the error, and the agent
+// keeps retrying (with backoff) until the port is free again, then serves
+// on the same port.
+func TestDriftRecreateRetries(t *testing.T) {
+	t.Parallel()
+	img := EchoImage(t)
+	a := StartAgent(t, AgentOptions{})
+	port := freePort(t)
+	inst := rcDeploy(t, a, rcDeployBody(img, "retry me", "", map[string]string{"ECHO": "retried"}, rcPort{ContainerPort: 8080, HostPort: port}))
+	a.Kill()
+	rcRemove(t, a, inst.ContainerID)
+	l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+	if err != nil {
+		t.Fatalf("hold port %d: %v", port, err)
+	}
+	defer l.Close()
+	a.start()
+	var got rcInstance
+	Eventually(t, 60*time.Second, "the failed recreate shown", func() bool {
+		got = rcMustGet(t, a, "retry me")
+		return got.DTMAStatus == "error" && got.LastError != nil
+	})
+	t.Logf("while the port is taken: %s / %s: %s", got.DTMAStatus, got.DockerStatus, *got.LastError)
+	if got.DesiredState != "running" || got.Drift != true {
+		t.Fatalf("failed recreate: %+v", got)
+	}
+	l.Close()
+	Eventually(t, 90*time.Second, "recreated once the port is free", func() bool {
+		got = rcMustGet(t, a, "retry me")
+		return got.DTMAStatus == "running" && got.DockerStatus == "running" && got.PendingOp == ""
+	})
+	if got.Ports[0].HostPort != port || got.ContainerName != inst.ContainerName {
+		t.Fatalf("recreated as %+v", got)
+	}
+	Eventually(t, 20*time.Second, "serving again", func() bool { return HTTPGet(port, "/") == "retried" })
+	if cs := rcContainers(t, a.Docker, "dtma.host="+a.HostID); len(cs) != 1 {
+		t.Fatalf("%d containers", len(cs))
 	}
 }

@@ -40,7 +40,7 @@ func rcDeployForLoss(t *testing.T, a *Agent, img, prefix string) *rcLossFixture 
 // id, with the same container (same ID and StartedAt: nothing recreated or
 // restarted), and that re-sending the original deploy is recognised as the
 // same instance (200, same container).
-func (f *rcLossFixture) check(t *testing.T, a *Agent) {
+func (f *rcLossFixture) check(t *testing.T, a *Agent, extra int) {
 	t.Helper()
 	Eventually(t, 60*time.Second, "every instance served again by name", func() bool {
 		for name := range f.ids {
@@ -83,11 +83,11 @@ func (f *rcLossFixture) check(t *testing.T, a *Agent) {
 			t.Fatalf("%q answers %q", name, got)
 		}
 	}
-	if n := len(a.HostContainers()); n != len(f.ids) {
-		t.Fatalf("%d containers, want %d", n, len(f.ids))
+	if n := len(a.HostContainers()); n != len(f.ids)+extra {
+		t.Fatalf("%d containers, want %d", n, len(f.ids)+extra)
 	}
-	if list := rcList(t, a); len(list) != len(f.ids) {
-		t.Fatalf("%d instances listed, want %d", len(list), len(f.ids))
+	if list := rcList(t, a); len(list) != len(f.ids)+extra {
+		t.Fatalf("%d instances listed, want %d", len(list), len(f.ids)+extra)
 	}
 }
 
@@ -99,6 +99,10 @@ func TestRegistryLost(t *testing.T) {
 	img := EchoImage(t)
 	a := StartAgent(t, AgentOptions{})
 	f := rcDeployForLoss(t, a, img, "Lost")
+	// And one the operator stopped: rebuilt as stopped, not started.
+	stopped := rcDeploy(t, a, rcDeployBody(img, "Lost Stopped", dtma.NewUUID(), nil))
+	a.Expect(200, "POST", "/v1/instances/Lost%20Stopped/stop", nil)
+	_, _, stoppedStarted, _ := rcStarted(t, a, stopped.ContainerID)
 	a.Kill()
 	db := filepath.Join(a.Opts.DataDir, "dtma.db")
 	if _, err := os.Stat(db); err != nil {
@@ -110,7 +114,14 @@ func TestRegistryLost(t *testing.T) {
 		}
 	}
 	a.start()
-	f.check(t, a)
+	f.check(t, a, 1)
+	got := rcMustGet(t, a, *stopped.AccountToolInstanceID)
+	if got.Name != "Lost Stopped" || got.ContainerID != stopped.ContainerID || got.DesiredState != "stopped" || got.DTMAStatus != "stopped" || got.Drift {
+		t.Fatalf("stopped instance rebuilt as %+v", got)
+	}
+	if _, state, started, _ := rcStarted(t, a, stopped.ContainerID); state != "exited" || started != stoppedStarted {
+		t.Fatalf("stopped container is %s, started %s (was %s)", state, started, stoppedStarted)
+	}
 	if strings.Contains(a.Logs(), "recreating") {
 		t.Fatalf("the agent recreated a container:\n%s", a.Logs())
 	}
@@ -139,7 +150,7 @@ func TestRegistryCorrupt(t *testing.T) {
 		t.Fatalf("corrupt %s: %v", db, err)
 	}
 	a.start()
-	f.check(t, a)
+	f.check(t, a, 0)
 
 	moved, _ := filepath.Glob(db + ".corrupt-*")
 	if len(moved) == 0 {

@@ -196,8 +196,7 @@ func (a *Agent) applyEvent(ctx context.Context, ev dtma.ContainerEvent) bool {
 	if inst.ContainerID != "" && inst.ContainerID != c.ID {
 		return true // a second container claims this instance: let the relist decide
 	}
-	inst.ContainerID = c.ID
-	a.observe(ctx, inst, c)
+	a.observe(ctx, inst, c) // records c.ID as the instance's container
 	return false
 }
 
@@ -312,8 +311,7 @@ func (a *Agent) reconcileLocked(ctx context.Context, inst *dtma.Instance, c *dtm
 // holds inst's lock.
 func (a *Agent) reconcile(ctx context.Context, inst *dtma.Instance, c *dtma.Container) {
 	if c != nil {
-		inst.ContainerID = c.ID
-		a.observe(ctx, inst, c)
+		a.observe(ctx, inst, c) // records c.ID as the instance's container
 		running := c.State == dtma.DockerRunning || c.State == dtma.DockerRestarting
 		switch inst.PendingOp {
 		case dtma.OpNone:
@@ -420,6 +418,8 @@ func (a *Agent) observe(ctx context.Context, inst *dtma.Instance, c *dtma.Contai
 		// reported with.
 		o.ExitCode = inst.ExitCode
 	}
+	// Restart counts compare only within one container: a recreated
+	// container starts again from zero.
 	if o.ContainerID == inst.ContainerID && o.RestartCount > inst.RestartCount {
 		a.noteRestarts(inst.ID, o.RestartCount-inst.RestartCount)
 	}
@@ -435,8 +435,11 @@ func (a *Agent) observe(ctx context.Context, inst *dtma.Instance, c *dtma.Contai
 		inst.Status = status
 		a.writeOutcome(ctx, inst)
 	case changed:
-		_, err := a.reg.UpdateObserved(ctx, inst.ID, o)
+		wrote, err := a.reg.UpdateObserved(ctx, inst.ID, o)
 		a.noteRegistry(err)
+		if wrote {
+			inst.UpdatedAt = nowUTC().Truncate(time.Microsecond) // as the registry stamped it, to the microsecond's noise
+		}
 		a.mu.Lock()
 		a.view[inst.ID] = inst.Clone()
 		if err != nil {

@@ -81,24 +81,13 @@ func (a *Agent) ensureRunning(ctx context.Context, inst *dtma.Instance, policy d
 // startLocked records the intent (desired running), starts or recreates
 // the container and records the outcome. Caller holds the instance lock.
 func (a *Agent) startLocked(ctx context.Context, inst *dtma.Instance, op dtma.Op, policy dtma.PullPolicy) (*dtma.Instance, bool, error) {
-	if inst.PendingOp == dtma.OpRemove {
-		return nil, false, dtma.Errorf(dtma.ECONFLICT, "instance %q is being removed", inst.Name)
-	}
-	if err := a.requireDocker(ctx); err != nil {
-		return nil, false, err
-	}
-	inst.DesiredState = dtma.DesiredRunning
-	inst.PendingOp = op
-	inst.Status = dtma.StatusStarting
+	status := dtma.StatusStarting
 	if op == dtma.OpDeploy {
-		inst.Status = dtma.StatusDeploying
+		status = dtma.StatusDeploying
 	}
-	if err := a.writeIntent(ctx, inst); err != nil {
-		return nil, false, err
-	}
-	c, err := a.containerOf(ctx, inst)
+	c, err := a.beginOp(ctx, inst, dtma.DesiredRunning, op, status)
 	if err != nil {
-		return nil, false, a.fail(ctx, inst, err)
+		return nil, false, err
 	}
 	if c == nil {
 		if err := a.createAndStart(ctx, inst, policy); err != nil {
@@ -116,6 +105,31 @@ func (a *Agent) startLocked(ctx context.Context, inst *dtma.Instance, op dtma.Op
 	return inst.Clone(), !already, nil
 }
 
+// beginOp starts a lifecycle operation on inst (caller holds its lock):
+// it refuses an instance being removed (ECONFLICT) and a Docker that does
+// not answer (EUNAVAILABLE) before anything is written, records the intent
+// (desired state, operation, transient status), and returns the instance's
+// container, nil when it has none.
+func (a *Agent) beginOp(ctx context.Context, inst *dtma.Instance, desired dtma.DesiredState, op dtma.Op, status dtma.Status) (*dtma.Container, error) {
+	if inst.PendingOp == dtma.OpRemove {
+		return nil, dtma.Errorf(dtma.ECONFLICT, "instance %q is being removed", inst.Name)
+	}
+	if err := a.requireDocker(ctx); err != nil {
+		return nil, err
+	}
+	inst.DesiredState = desired
+	inst.PendingOp = op
+	inst.Status = status
+	if err := a.writeIntent(ctx, inst); err != nil {
+		return nil, err
+	}
+	c, err := a.containerOf(ctx, inst)
+	if err != nil {
+		return nil, a.fail(ctx, inst, err)
+	}
+	return c, nil
+}
+
 // StopInstance implements dtma.InstanceService.
 func (a *Agent) StopInstance(ctx context.Context, ref string, timeout time.Duration) (*dtma.Instance, bool, error) {
 	inst, unlock, err := a.resolveLocked(ctx, ref)
@@ -128,21 +142,9 @@ func (a *Agent) StopInstance(ctx context.Context, ref string, timeout time.Durat
 	if timeout <= 0 {
 		timeout = a.cfg.StopTimeout
 	}
-	if inst.PendingOp == dtma.OpRemove {
-		return nil, false, dtma.Errorf(dtma.ECONFLICT, "instance %q is being removed", inst.Name)
-	}
-	if err := a.requireDocker(ctx); err != nil {
-		return nil, false, err
-	}
-	inst.DesiredState = dtma.DesiredStopped
-	inst.PendingOp = dtma.OpStop
-	inst.Status = dtma.StatusStopping
-	if err := a.writeIntent(ctx, inst); err != nil {
-		return nil, false, err
-	}
-	c, err := a.containerOf(ctx, inst)
+	c, err := a.beginOp(ctx, inst, dtma.DesiredStopped, dtma.OpStop, dtma.StatusStopping)
 	if err != nil {
-		return nil, false, a.fail(ctx, inst, err)
+		return nil, false, err
 	}
 	already := true
 	if c != nil {
@@ -165,21 +167,9 @@ func (a *Agent) RestartInstance(ctx context.Context, ref string) (*dtma.Instance
 	defer unlock()
 	ctx, cancel := a.opContext(ctx)
 	defer cancel()
-	if inst.PendingOp == dtma.OpRemove {
-		return nil, dtma.Errorf(dtma.ECONFLICT, "instance %q is being removed", inst.Name)
-	}
-	if err := a.requireDocker(ctx); err != nil {
-		return nil, err
-	}
-	inst.DesiredState = dtma.DesiredRunning
-	inst.PendingOp = dtma.OpRestart
-	inst.Status = dtma.StatusRestarting
-	if err := a.writeIntent(ctx, inst); err != nil {
-		return nil, err
-	}
-	c, err := a.containerOf(ctx, inst)
+	c, err := a.beginOp(ctx, inst, dtma.DesiredRunning, dtma.OpRestart, dtma.StatusRestarting)
 	if err != nil {
-		return nil, a.fail(ctx, inst, err)
+		return nil, err
 	}
 	if c == nil {
 		if err := a.createAndStart(ctx, inst, dtma.PullMissing); err != nil {

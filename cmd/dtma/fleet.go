@@ -21,18 +21,8 @@ func newFleetLsCommand(s *streams) *cobra.Command {
 		Short:   "List the instances of every host with their host id (asks the running agent)",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := newAPIClient(cmd, s)
-			if err != nil {
-				return err
-			}
-			var body struct {
-				Instances []instanceRow `json:"instances"`
-			}
-			if err := c.do(cmd.Context(), "GET", "/v1/fleet/instances", nil, &body); err != nil {
-				return err
-			}
 			cols := append([]column{{"HOST", func(r instanceRow) string { return r.HostID }}}, instanceColumns...)
-			return writeInstances(s.out, o, body.Instances, cols)
+			return listInstances(cmd, s, "/v1/fleet/instances", o, cols)
 		},
 	}
 	addClientFlags(cmd)

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -202,5 +203,30 @@ func TestPostgresOutage(t *testing.T) {
 	}
 	if r := pgRowNamed(pgMustRows(t, dsn, a.HostID), "idle"); r == nil || r.DockerStatus != "running" || r.DTMAStatus != "running" {
 		t.Errorf("idle row after start: %+v", r)
+	}
+}
+
+// TestPostgresDownAtStart: an agent started while PostgreSQL is down waits
+// for it instead of exiting, and serves once it is back.
+func TestPostgresDownAtStart(t *testing.T) {
+	t.Parallel()
+	img := EchoImage(t)
+	srv := pgtest.Start(t)
+	dsn := srv.CreateDatabase(t, t.Name())
+	srv.Stop(t)
+	back := make(chan struct{})
+	go func() {
+		defer close(back)
+		time.Sleep(3 * time.Second) // the agent is waiting for the registry by now
+		srv.Restart(t)
+	}()
+	a := StartAgent(t, AgentOptions{RegistryURL: dsn}) // waits for /health
+	<-back
+	if !strings.Contains(a.Logs(), "postgres registry unavailable; retrying") {
+		t.Fatalf("the agent did not wait for PostgreSQL:\n%s", a.Logs())
+	}
+	a.Expect(201, "POST", "/v1/instances", map[string]any{"name": "after-wait", "image": img})
+	if rows := pgMustRows(t, dsn, a.HostID); len(rows) != 1 {
+		t.Fatalf("%d rows, want 1", len(rows))
 	}
 }

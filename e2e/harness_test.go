@@ -37,8 +37,15 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binPath = filepath.Join(dir, "dtma")
-	build := exec.Command("go", "build", "-o", binPath, "github.com/agentopia/dtma/cmd/dtma")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	args := []string{"build", "-o", binPath}
+	cgo := "CGO_ENABLED=0"
+	if os.Getenv("DTMA_E2E_RACE") == "1" {
+		// The agent under the race detector: a report in its output fails
+		// the test that ran it (see StartAgent's cleanup).
+		args, cgo = append(args, "-race"), "CGO_ENABLED=1"
+	}
+	build := exec.Command("go", append(args, "github.com/agentopia/dtma/cmd/dtma")...)
+	build.Env = append(os.Environ(), cgo)
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: build dtma:", err)
@@ -95,6 +102,9 @@ func StartAgent(t testing.TB, opts AgentOptions) *Agent {
 	a.portLo = 20000 + int(portBlock.Add(1)%300)*40
 	t.Cleanup(func() {
 		a.Kill()
+		if strings.Contains(a.Logs(), "WARNING: DATA RACE") {
+			t.Errorf("the agent reported a data race:\n%s", a.Logs())
+		}
 		removeContainers(dc, "label="+dockertest.TestLabel+"="+dockertest.RunID(), "label=dtma.host="+a.HostID)
 	})
 	a.start()

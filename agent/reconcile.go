@@ -258,10 +258,13 @@ func (a *Agent) Relist(ctx context.Context) error {
 			c = found
 		}
 		if c == nil {
-			// A record restored from an older backup may name the
-			// instance under another id: match by instance name.
+			// A record restored from an older backup (or re-deployed
+			// after a crash) may name the instance under another id:
+			// claim a container of the same name and spec rather than
+			// create a second one.
 			for _, cand := range containers {
-				if !claimed[cand.ID] && cand.Labels[dtma.LabelInstance] == inst.Name && a.get(cand.Labels[dtma.LabelInstanceID]) == nil {
+				if !claimed[cand.ID] && cand.Labels[dtma.LabelInstance] == inst.Name &&
+					cand.Labels[dtma.LabelSpecHash] == inst.SpecHash && a.get(cand.Labels[dtma.LabelInstanceID]) == nil {
 					c = cand
 					break
 				}

@@ -87,12 +87,29 @@ func Open(ctx context.Context, path, hostID string) (*Registry, error) {
 	if err := createFile(abs); err != nil {
 		return nil, unavailable("create registry database "+abs, err)
 	}
-	r := &Registry{path: abs, hostID: hostID}
-	if err := r.open(ctx); err != nil {
+	// Switching a fresh file to WAL takes an exclusive lock, and SQLite
+	// answers SQLITE_BUSY at once (without its busy handler) when another
+	// connection opens the same file at that moment; retry within
+	// BusyTimeout.
+	deadline := time.Now().Add(BusyTimeout)
+	for {
+		r := &Registry{path: abs, hostID: hostID}
+		err := r.open(ctx)
+		if err == nil {
+			return r, nil
+		}
 		r.closeDBs()
-		return nil, err
+		if !isBusy(err) || time.Now().After(deadline) || ctx.Err() != nil {
+			return nil, err
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	return r, nil
+}
+
+// isBusy reports whether err is SQLite's "database is locked".
+func isBusy(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "SQLITE_BUSY") || strings.Contains(msg, "database is locked")
 }
 
 // createFile creates abs's parent directory (0700) and the file (0600) when

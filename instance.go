@@ -287,3 +287,13 @@ type DockerHostBinding struct {
 	HostIP   string `json:"HostIp"`
 	HostPort string `json:"HostPort"`
 }
+
+// RegistryTime returns t as every Registry stores it: UTC, truncated to the
+// microsecond; the zero time stays zero. Comparing times in this form tells
+// a real change from a storage round trip.
+func RegistryTime(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Time{}
+	}
+	return t.UTC().Truncate(time.Microsecond)
+}

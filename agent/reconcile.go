@@ -457,13 +457,7 @@ func (a *Agent) observe(ctx context.Context, inst *dtma.Instance, c *dtma.Contai
 // normObserved brings times to the registry's precision (microseconds,
 // UTC) so that a value read back compares equal.
 func normObserved(o dtma.Observed) dtma.Observed {
-	norm := func(t time.Time) time.Time {
-		if t.IsZero() {
-			return time.Time{}
-		}
-		return t.Truncate(time.Microsecond).UTC()
-	}
-	o.StartedAt, o.FinishedAt = norm(o.StartedAt), norm(o.FinishedAt)
+	o.StartedAt, o.FinishedAt = dtma.RegistryTime(o.StartedAt), dtma.RegistryTime(o.FinishedAt)
 	return o
 }
 

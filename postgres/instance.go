@@ -372,12 +372,7 @@ func checkAccountID(id string) error {
 }
 
 // dbTime returns t as stored: UTC, microsecond precision.
-func dbTime(t time.Time) time.Time {
-	if t.IsZero() {
-		return time.Time{}
-	}
-	return t.UTC().Truncate(time.Microsecond)
-}
+func dbTime(t time.Time) time.Time { return dtma.RegistryTime(t) }
 
 // nullTime maps the zero time to SQL NULL.
 func nullTime(t time.Time) any {

@@ -345,12 +345,7 @@ func scanInstance(s scanner) (*dtma.Instance, error) {
 func nowMicro() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
 
 // microUTC returns t as stored; the zero time stays zero.
-func microUTC(t time.Time) time.Time {
-	if t.IsZero() {
-		return time.Time{}
-	}
-	return t.UTC().Truncate(time.Microsecond)
-}
+func microUTC(t time.Time) time.Time { return dtma.RegistryTime(t) }
 
 // nullTime returns t's column value: unix microseconds, NULL when zero.
 func nullTime(t time.Time) any {

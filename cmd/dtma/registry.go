@@ -286,12 +286,7 @@ func normExport(e exportInstance) exportInstance {
 	if len(e.Ports) == 0 {
 		e.Ports = nil
 	}
-	t := func(x time.Time) time.Time {
-		if x.IsZero() {
-			return time.Time{}
-		}
-		return x.UTC().Truncate(time.Microsecond)
-	}
+	t := dtma.RegistryTime
 	e.CreatedAt, e.UpdatedAt = t(e.CreatedAt), t(e.UpdatedAt)
 	e.Observed.StartedAt, e.Observed.FinishedAt = t(e.Observed.StartedAt), t(e.Observed.FinishedAt)
 	return e

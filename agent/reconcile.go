@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"time"
@@ -26,11 +27,18 @@ func (a *Agent) Run(ctx context.Context) error {
 		events, errs := a.rt.Events(sctx, a.cfg.HostID)
 		if err := a.Relist(ctx); err != nil {
 			cancel()
-			a.log.Warn("relist failed; retrying", "in", wait.String(), "err", err)
+			level := slog.LevelDebug // noteDocker already said Docker went away
+			if wait == time.Second {
+				level = slog.LevelWarn
+			}
+			a.log.Log(ctx, level, "relist failed; retrying", "in", wait.String(), "err", err)
 			if !a.waitRetry(ctx, wait) {
 				break
 			}
-			wait = min(wait*2, 30*time.Second)
+			// A failed attempt against a daemon that is down costs next to
+			// nothing, so the cap stays short: the agent relists within
+			// seconds of Docker coming back, even with no API traffic.
+			wait = min(wait*2, 5*time.Second)
 			continue
 		}
 		wait = time.Second

@@ -157,17 +157,17 @@ func TestDockerBackRelistsAtOnce(t *testing.T) {
 	rcWaitRelists(t, a, 1)
 
 	p.Sever()
-	// Wait until the reconciler has backed off to 8 s.
+	// Wait until the reconciler has backed off to 4 s (its cap is 5 s).
 	var retryAt time.Time
-	Eventually(t, 60*time.Second, "the reconciler backing off 8s", func() bool {
+	Eventually(t, 60*time.Second, "the reconciler backing off 4s", func() bool {
 		for _, line := range strings.Split(a.Logs(), "\n") {
 			var rec struct {
 				Time time.Time `json:"time"`
 				Msg  string    `json:"msg"`
 				In   string    `json:"in"`
 			}
-			if json.Unmarshal([]byte(line), &rec) == nil && strings.HasPrefix(rec.Msg, "relist failed") && rec.In == "8s" {
-				retryAt = rec.Time.Add(8 * time.Second)
+			if json.Unmarshal([]byte(line), &rec) == nil && strings.HasPrefix(rec.Msg, "relist failed") && rec.In == "4s" {
+				retryAt = rec.Time.Add(4 * time.Second)
 				return true
 			}
 		}

@@ -44,6 +44,11 @@ func deployForRestart(t *testing.T, a *Agent) []*restartInst {
 				"env": map[string]string{"ECHO": in.name}, "ports": []map[string]any{{"container_port": 8080, "host_port": in.port}}})
 			in.id = str(r.JSON(t)["container_id"])
 		}
+		// The tool answers before anything else happens to it, so that it
+		// has logged at least one line: a stop in the first milliseconds
+		// would end it before it prints, and the log checks below need a
+		// line from every instance.
+		Eventually(t, 15*time.Second, in.name+" answering on its port", func() bool { return HTTPGet(in.port, "/") == in.name })
 		if !in.running {
 			a.Expect(200, "POST", "/v1/instances/"+in.acct+"/stop", nil)
 		}

@@ -86,11 +86,40 @@ func unavailable(tb testing.TB, err error) {
 	tb.Skipf("pgtest: PostgreSQL unavailable, skipping: %v", err)
 }
 
-// start creates the directory, runs initdb and starts the server.
-func start() (s *Server, err error) {
+// startAttempts is how many fresh servers start tries before giving up: a
+// port picked free can be taken by another process before the postmaster
+// binds it, and the next attempt picks another.
+const startAttempts = 3
+
+// start creates the directory, runs initdb and starts the server, trying
+// again from scratch (new directory, new port) when an attempt fails.
+func start() (*Server, error) {
+	var errs []error
+	for i := 0; i < startAttempts; i++ {
+		s, err := startAttempt()
+		if err == nil {
+			return s, nil
+		}
+		errs = append(errs, fmt.Errorf("attempt %d: %w", i+1, err))
+		var missing *missingError
+		if errors.As(err, &missing) {
+			break // no point in trying again
+		}
+	}
+	return nil, errors.Join(errs...)
+}
+
+// missingError says the PostgreSQL binaries are not installed.
+type missingError struct{ err error }
+
+func (e *missingError) Error() string { return e.err.Error() }
+func (e *missingError) Unwrap() error { return e.err }
+
+// startAttempt is one try of start. On failure it leaves nothing behind.
+func startAttempt() (_ *Server, err error) {
 	for _, b := range []string{"initdb", "postgres"} {
 		if _, err := os.Stat(filepath.Join(BinDir, b)); err != nil {
-			return nil, fmt.Errorf("%s not found in %s: %w", b, BinDir, err)
+			return nil, &missingError{fmt.Errorf("%s not found in %s: %w", b, BinDir, err)}
 		}
 	}
 	cred, err := credential()
@@ -103,7 +132,7 @@ func start() (s *Server, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("create temp dir: %w", err)
 	}
-	s = &Server{dir: dir, cred: cred}
+	s := &Server{dir: dir, cred: cred}
 	defer func() {
 		if err != nil {
 			s.Close()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -174,37 +175,89 @@ func (w logWriter) Write(p []byte) (int, error) {
 	return w.a.logs.Write(p)
 }
 
+// agentPortNext walks the range agent listen ports are drawn from.
+var agentPortNext atomic.Int32
+
+// agentPort returns a port on 127.0.0.1 for an agent to listen on, free a
+// moment ago, from 10000-19999: below both the allocation blocks
+// (20000-31999) and the kernel's ephemeral range, so no client connection
+// and no freePort of another test or package can take it while the agent
+// restarts. Each test process starts at its own offset.
+func agentPort(t testing.TB) int {
+	t.Helper()
+	agentPortNext.CompareAndSwap(0, int32(os.Getpid()*7919%10000)+1)
+	for i := 0; i < 10000; i++ {
+		p := 10000 + int(agentPortNext.Add(1))%10000
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+		if err == nil {
+			l.Close()
+			return p
+		}
+	}
+	t.Fatalf("no free agent port in 10000-19999")
+	return 0
+}
+
+// start runs the agent and waits until it answers. /health must answer
+// and the process must have logged its start-up line, so an unrelated
+// server that happens to hold the port is never taken for the agent; an
+// agent that cannot bind its port is started again on another one.
 func (a *Agent) start() {
 	a.t.Helper()
 	if a.Port == 0 {
-		a.Port = freePort(a.t)
+		a.Port = agentPort(a.t)
 	}
+	for attempt := 1; ; attempt++ {
+		err := a.startOnce()
+		if err == nil {
+			return
+		}
+		if attempt < 3 && errors.Is(err, errPortTaken) {
+			a.t.Logf("agent port %d taken by another process; starting on another one", a.Port)
+			a.Port = agentPort(a.t)
+			continue
+		}
+		a.t.Fatalf("%v", err)
+	}
+}
+
+// errPortTaken says the agent exited because its listen port was in use.
+var errPortTaken = errors.New("agent port in use")
+
+func (a *Agent) startOnce() error {
+	a.t.Helper()
 	a.URL = "http://127.0.0.1:" + strconv.Itoa(a.Port)
+	logFrom := len(a.Logs())
 	cmd := exec.Command(binPath, "serve")
 	cmd.Env = a.Env()
 	cmd.Stdout, cmd.Stderr = logWriter{a}, logWriter{a}
 	if err := cmd.Start(); err != nil {
-		a.t.Fatalf("start agent: %v", err)
+		return fmt.Errorf("start agent: %w", err)
 	}
 	a.cmd, a.exited, a.stopped = cmd, make(chan struct{}), false
 	go func(c *exec.Cmd, done chan struct{}) { _ = c.Wait(); close(done) }(cmd, a.exited)
+	started := func() bool { return strings.Contains(a.Logs()[logFrom:], `"msg":"dtma starting"`) }
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
 		case <-a.exited:
-			a.t.Fatalf("agent exited at start:\n%s", a.Logs())
+			a.stopped = true
+			if strings.Contains(a.Logs()[logFrom:], "address already in use") {
+				return errPortTaken
+			}
+			return fmt.Errorf("agent exited at start:\n%s", a.Logs())
 		default:
 		}
 		resp, err := http.Get(a.URL + "/health")
 		if err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
+			if resp.StatusCode == 200 && started() {
+				return nil
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	a.t.Fatalf("agent did not answer /health within 30s:\n%s", a.Logs())
+	return fmt.Errorf("agent did not answer /health within 30s:\n%s", a.Logs())
 }
 
 // Logs returns everything the agent wrote so far.

@@ -242,6 +242,21 @@ func (a *Agent) createContainer(ctx context.Context, inst *dtma.Instance) (strin
 		if c.Labels[dtma.LabelHost] == a.cfg.HostID && c.Labels[dtma.LabelInstanceID] == inst.ID {
 			return c.ID, nil // ours, from an attempt interrupted by a crash
 		}
+		if c.Labels[dtma.LabelHost] == a.cfg.HostID && c.Labels[dtma.LabelInstance] == inst.Name &&
+			neverStarted(c) && a.get(strings.ToLower(c.Labels[dtma.LabelInstanceID])) == nil && retries < 5 {
+			// Left by an interrupted deploy of this name whose record is
+			// gone (Docker finished the create after the agent died): it
+			// never ran, so it makes way rather than push this instance
+			// to another name.
+			if rerr := a.rt.RemoveContainer(ctx, c.ID); rerr != nil {
+				a.noteDocker(rerr)
+				return "", fmt.Errorf("remove never-started %s: %w", inst.ContainerName, rerr)
+			}
+			a.log.Warn("removed a never-started container no record knows (an interrupted deploy)", "container", c.Name, "instance", inst.Name)
+			retries++
+			attempt--
+			continue
+		}
 		alt := dtma.DisambiguatedContainerName(a.cfg.HostID, inst.Name)
 		if inst.ContainerName == alt {
 			return "", dtma.Errorf(dtma.ECONFLICT, "container name %s is taken by a container DTMA does not manage", inst.ContainerName)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -270,9 +271,15 @@ func (a *Agent) Relist(ctx context.Context) error {
 			// after a crash) may name the instance under another id:
 			// claim a container of the same name and spec rather than
 			// create a second one.
+			// Its ports may differ from the row's: both may have been
+			// allocated, by different attempts. A container that never
+			// ran is not worth keeping then (createContainer replaces
+			// it); one that ran is, and the row takes its ports, which
+			// are where the tool is really served.
 			for _, cand := range containers {
 				if !claimed[cand.ID] && cand.Labels[dtma.LabelInstance] == inst.Name &&
-					cand.Labels[dtma.LabelSpecHash] == inst.SpecHash && a.get(cand.Labels[dtma.LabelInstanceID]) == nil {
+					cand.Labels[dtma.LabelSpecHash] == inst.SpecHash && a.get(cand.Labels[dtma.LabelInstanceID]) == nil &&
+					(sameHostPorts(cand.Ports, inst.Ports) || !neverStarted(cand)) {
 					c = cand
 					break
 				}
@@ -280,6 +287,8 @@ func (a *Agent) Relist(ctx context.Context) error {
 		}
 		if c != nil {
 			claimed[c.ID] = true
+			a.claimLocked(ctx, inst, c)
+			continue
 		}
 		a.reconcileLocked(ctx, inst, c, true)
 	}
@@ -293,6 +302,54 @@ func (a *Agent) Relist(ctx context.Context) error {
 	a.health.lastObservedAt = nowUTC()
 	a.health.mu.Unlock()
 	return nil
+}
+
+// claimLocked takes inst's lock and makes c, a container of inst's name
+// and spec that no record knows, inst's container: the row takes c's ports
+// when they differ, then is reconciled with it.
+func (a *Agent) claimLocked(ctx context.Context, inst *dtma.Instance, c *dtma.Container) {
+	unlock, ok := a.locks.TryLock(inst.Name)
+	if !ok {
+		return
+	}
+	defer unlock()
+	if inst = a.get(inst.ID); inst == nil {
+		return
+	}
+	if !sameHostPorts(c.Ports, inst.Ports) {
+		a.log.Warn("claimed a container of this instance left by an earlier attempt; recording its ports",
+			"instance", inst.Name, "container", c.Name, "ports", c.Ports)
+		inst.Ports = append([]dtma.Port(nil), c.Ports...)
+		inst.ContainerID = c.ID
+		a.writeOutcome(ctx, inst)
+	}
+	a.reconcile(ctx, inst, c)
+}
+
+// neverStarted reports whether c was created and never started: what is
+// left of a deploy interrupted between create and start.
+func neverStarted(c *dtma.Container) bool {
+	return c.State == dtma.DockerCreated && c.StartedAt.IsZero()
+}
+
+// sameHostPorts reports whether a and b publish the same container ports
+// on the same host ports, in any order (host IPs aside: one host port per
+// protocol belongs to one instance).
+func sameHostPorts(a, b []dtma.Port) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	key := func(p dtma.Port) string { return p.Key() + ">" + strconv.Itoa(p.HostPort) }
+	count := map[string]int{}
+	for _, p := range a {
+		count[key(p)]++
+	}
+	for _, p := range b {
+		if count[key(p)]--; count[key(p)] < 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // reconcileLocked takes inst's lock (skipping it when an operation holds
@@ -506,7 +563,7 @@ func (a *Agent) adoptLabelled(ctx context.Context, c *dtma.Container) {
 		return
 	}
 	c = fresh
-	if c.State == dtma.DockerCreated && c.StartedAt.IsZero() {
+	if neverStarted(c) {
 		// Created, never started, and no record knows it: what is left of
 		// a deploy the agent was killed in (Docker finishes a create whose
 		// client died, possibly after the record was removed). It never

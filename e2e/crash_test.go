@@ -244,7 +244,19 @@ func crashDeployStorm(t *testing.T, opts AgentOptions) {
 			t.Fatalf("instance %q ports %+v", name, inst.Ports)
 		}
 		want := fmt.Sprintf("storm-%d", i)
-		Eventually(t, 20*time.Second, name+" serving", func() bool { return HTTPGet(inst.Ports[0].HostPort, "/") == want })
+		var got string
+		deadline := time.Now().Add(20 * time.Second)
+		for got = HTTPGet(inst.Ports[0].HostPort, "/"); got != want && time.Now().Before(deadline); got = HTTPGet(inst.Ports[0].HostPort, "/") {
+			time.Sleep(100 * time.Millisecond)
+		}
+		if got != want {
+			var published any
+			if ins := a.Inspect(cs[0].ID); ins != nil {
+				published = ins.Container.NetworkSettings.Ports
+			}
+			t.Fatalf("%q does not serve on its recorded port %d: answered %q, want %q; Docker publishes %v; records %+v",
+				name, inst.Ports[0].HostPort, got, want, published, list)
+		}
 	}
 }
 

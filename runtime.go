@@ -51,6 +51,11 @@ type Container struct {
 	ExitCode     int
 	RestartCount int
 	CreatedAt    time.Time
+
+	// Summary is true for a container as a list reports it: only ID,
+	// Name, Image, Labels, State and CreatedAt are set; InspectContainer
+	// gives the rest.
+	Summary bool
 }
 
 // Observed returns the container's state as an Observed value.
@@ -117,7 +122,8 @@ type Runtime interface {
 	InspectContainer(ctx context.Context, idOrName string) (*Container, error)
 
 	// ListContainers returns every container (running or not) labelled
-	// dtma.host=hostID, in one label-filtered call. Containers of other
+	// dtma.host=hostID, in one label-filtered call, as summaries (Summary
+	// set: ID, Name, Image, Labels, State, CreatedAt). Containers of other
 	// hosts or without labels are never returned.
 	ListContainers(ctx context.Context, hostID string) ([]*Container, error)
 

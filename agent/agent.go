@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/agentopia/dtma"
@@ -110,6 +111,8 @@ type Agent struct {
 	health healthState
 
 	kick chan struct{} // asks the reconciler for a relist soon
+
+	relists atomic.Uint64 // relists begun; every fullInspectEvery-th inspects everything
 }
 
 type backoff struct {

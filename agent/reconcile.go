@@ -223,18 +223,30 @@ func (a *Agent) instanceForContainer(containerID, instanceID string) *dtma.Insta
 	return nil
 }
 
+// fullInspectEvery is how often a relist inspects every container: one in
+// that many, the first after start-up included. The others inspect only the
+// containers whose list entry disagrees with the record, because a list
+// entry shows the state word but not StartedAt, exit code or restart
+// count: a restart behind the agent's back while events were lost (same
+// word before and after) is caught by the next full relist, at most
+// fullInspectEvery resync intervals later.
+const fullInspectEvery = 10
+
 // Relist lists this host's containers in one call and makes the registry
 // agree with Docker: it records observed state, finishes operations a crash
 // interrupted, recreates containers that vanished while wanted running
 // (with backoff), marks the others missing, and adopts containers labelled
-// for this host that no record knows. Instances with an operation in
-// progress are left to it. EUNAVAILABLE when Docker cannot be listed.
+// for this host that no record knows. Containers whose list entry agrees
+// with their settled record are not inspected, except in a full relist
+// (see fullInspectEvery). Instances with an operation in progress are left
+// to it. EUNAVAILABLE when Docker cannot be listed.
 func (a *Agent) Relist(ctx context.Context) error {
 	containers, err := a.rt.ListContainers(ctx, a.cfg.HostID)
 	a.noteDocker(err)
 	if err != nil {
 		return fmt.Errorf("relist: %w", err)
 	}
+	full := a.relists.Add(1)%fullInspectEvery == 1
 	byID := map[string]*dtma.Container{}
 	byInstanceID := map[string]*dtma.Container{}
 	for _, c := range containers {
@@ -255,34 +267,44 @@ func (a *Agent) Relist(ctx context.Context) error {
 			continue
 		}
 		claimed[c.ID] = true
-		a.reconcileLocked(ctx, inst, c, false)
+		a.reconcileListed(ctx, inst, c, full)
 	}
 	for _, inst := range later {
-		var c *dtma.Container
 		if inst.Tracking == dtma.TrackContainerID && inst.ContainerID != "" {
+			// Unlabelled (migrated from the legacy agent): never listed,
+			// looked up by id.
 			found, err := a.rt.InspectContainer(ctx, inst.ContainerID)
 			if err != nil && dtma.ErrorCode(err) != dtma.ENOTFOUND {
+				a.noteDocker(err)
 				return fmt.Errorf("relist: %w", err)
 			}
-			c = found
+			a.reconcileLocked(ctx, inst, found, true)
+			continue
 		}
-		if c == nil {
-			// A record restored from an older backup (or re-deployed
-			// after a crash) may name the instance under another id:
-			// claim a container of the same name and spec rather than
-			// create a second one.
-			// Its ports may differ from the row's: both may have been
-			// allocated, by different attempts. A container that never
-			// ran is not worth keeping then (createContainer replaces
-			// it); one that ran is, and the row takes its ports, which
-			// are where the tool is really served.
-			for _, cand := range containers {
-				if !claimed[cand.ID] && cand.Labels[dtma.LabelInstance] == inst.Name &&
-					cand.Labels[dtma.LabelSpecHash] == inst.SpecHash && a.get(cand.Labels[dtma.LabelInstanceID]) == nil &&
-					(sameHostPorts(cand.Ports, inst.Ports) || !neverStarted(cand)) {
-					c = cand
-					break
-				}
+		// A record restored from an older backup (or re-deployed after a
+		// crash) may name the instance under another id: claim a
+		// container of the same name and spec rather than create a
+		// second one. Its ports may differ from the row's: both may have
+		// been allocated, by different attempts. A container that never
+		// ran is not worth keeping then (createContainer replaces it);
+		// one that ran is, and the row takes its ports, which are where
+		// the tool is really served.
+		var c *dtma.Container
+		for _, cand := range containers {
+			if claimed[cand.ID] || cand.Labels[dtma.LabelInstance] != inst.Name ||
+				cand.Labels[dtma.LabelSpecHash] != inst.SpecHash || a.get(cand.Labels[dtma.LabelInstanceID]) != nil {
+				continue
+			}
+			fc, err := a.rt.InspectContainer(ctx, cand.ID)
+			if dtma.ErrorCode(err) == dtma.ENOTFOUND {
+				continue
+			} else if err != nil {
+				a.noteDocker(err)
+				return fmt.Errorf("relist: %w", err)
+			}
+			if sameHostPorts(fc.Ports, inst.Ports) || !neverStarted(fc) {
+				c = fc
+				break
 			}
 		}
 		if c != nil {
@@ -290,11 +312,11 @@ func (a *Agent) Relist(ctx context.Context) error {
 			a.claimLocked(ctx, inst, c)
 			continue
 		}
-		a.reconcileLocked(ctx, inst, c, true)
+		a.reconcileLocked(ctx, inst, nil, true)
 	}
 	for _, c := range containers {
 		if !claimed[c.ID] {
-			a.adoptLabelled(ctx, c)
+			a.adoptLabelled(ctx, c) // inspects it again, under the lock
 		}
 	}
 	a.flush(ctx)
@@ -302,6 +324,45 @@ func (a *Agent) Relist(ctx context.Context) error {
 	a.health.lastObservedAt = nowUTC()
 	a.health.mu.Unlock()
 	return nil
+}
+
+// reconcileListed takes inst's lock (skipping it when an operation holds
+// it) and reconciles it with its listed container s. Unless full is set, a
+// settled record whose container the list shows in the recorded state is
+// only marked observed now: nothing is inspected or written.
+func (a *Agent) reconcileListed(ctx context.Context, inst *dtma.Instance, s *dtma.Container, full bool) {
+	unlock, ok := a.locks.TryLock(inst.Name)
+	if !ok {
+		return
+	}
+	defer unlock()
+	if inst = a.get(inst.ID); inst == nil {
+		return
+	}
+	if !full && a.listedUnchanged(inst, s) {
+		inst.ObservedAt = nowUTC()
+		a.putView(inst)
+		return
+	}
+	c, err := a.rt.InspectContainer(ctx, s.ID)
+	if err != nil {
+		a.noteDocker(err)
+		if dtma.ErrorCode(err) != dtma.ENOTFOUND {
+			return
+		}
+		c = nil // removed since the list
+	}
+	a.reconcile(ctx, inst, c)
+}
+
+// listedUnchanged reports whether the list entry s shows nothing the
+// settled record inst does not already say: same container, same state
+// word, no operation pending, status current. A restarting container is
+// always inspected (its exit code and restart count move).
+func (a *Agent) listedUnchanged(inst *dtma.Instance, s *dtma.Container) bool {
+	return inst.PendingOp == dtma.OpNone && inst.ContainerID == s.ID && inst.DockerStatus == s.State &&
+		s.State != dtma.DockerRestarting &&
+		(inst.Status == a.statusFor(inst) || inst.Status == dtma.StatusError)
 }
 
 // claimLocked takes inst's lock and makes c, a container of inst's name

@@ -215,13 +215,12 @@ func (r *Runtime) InspectContainer(ctx context.Context, idOrName string) (*dtma.
 }
 
 // ListContainers returns every container (running or not) labelled
-// dtma.host=hostID, from one label-filtered list call.
+// dtma.host=hostID, from one label-filtered list call and nothing else.
 //
-// Docker's list summary carries neither the environment nor the port
-// bindings, so each listed container is then inspected (about half a
-// millisecond each) to return the same complete *dtma.Container as
-// InspectContainer. A container removed between the list and its inspect
-// is left out. EUNAVAILABLE when the daemon cannot be reached.
+// Docker's list summary carries neither the environment, the port bindings
+// nor StartedAt, exit code and restart count: the containers come back
+// with Summary set, and callers that need the rest inspect. EUNAVAILABLE
+// when the daemon cannot be reached.
 func (r *Runtime) ListContainers(ctx context.Context, hostID string) ([]*dtma.Container, error) {
 	res, err := r.client.ContainerList(ctx, client.ContainerListOptions{
 		All:     true,
@@ -235,13 +234,21 @@ func (r *Runtime) ListContainers(ctx context.Context, hostID string) ([]*dtma.Co
 		if s.Labels[dtma.LabelHost] != hostID {
 			continue // the filter guarantees this; never report another host's container
 		}
-		ins, err := r.client.ContainerInspect(ctx, s.ID, client.ContainerInspectOptions{})
-		if cerrdefs.IsNotFound(err) {
-			continue
-		} else if err != nil {
-			return nil, r.wrap(err, "inspect container %s", s.ID)
+		c := &dtma.Container{
+			ID:        s.ID,
+			Image:     s.Image,
+			Labels:    map[string]string{},
+			State:     dtma.DockerState(s.State),
+			CreatedAt: time.Unix(s.Created, 0).UTC(),
+			Summary:   true,
 		}
-		out = append(out, fromInspect(ins.Container))
+		if len(s.Names) > 0 {
+			c.Name = strings.TrimPrefix(s.Names[0], "/")
+		}
+		for k, v := range s.Labels {
+			c.Labels[k] = v
+		}
+		out = append(out, c)
 	}
 	return out, nil
 }

@@ -367,11 +367,19 @@ func TestRuntime(t *testing.T) {
 				host, len(list), keys(got), running, created, other, unlabelled)
 		}
 		r := got[running]
-		if r.State != dtma.DockerRunning || r.Env["ECHO"] != "x" || len(r.Ports) != 1 || r.Ports[0].HostPort != port {
-			t.Errorf("listed running container: state %q env ECHO %q ports %+v", r.State, r.Env["ECHO"], r.Ports)
+		if !r.Summary || r.State != dtma.DockerRunning || r.Labels[dtma.LabelHost] != host || r.Name == "" || r.CreatedAt.IsZero() {
+			t.Errorf("listed running container: summary %v state %q labels %v name %q created %v", r.Summary, r.State, r.Labels, r.Name, r.CreatedAt)
 		}
 		if got[created].State != dtma.DockerCreated {
 			t.Errorf("listed created container state %q", got[created].State)
+		}
+		// What the summary leaves out, inspect gives.
+		full, err := f.rt.InspectContainer(ctx, running)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if full.Summary || full.Name != r.Name || full.Env["ECHO"] != "x" || len(full.Ports) != 1 || full.Ports[0].HostPort != port || full.StartedAt.IsZero() {
+			t.Errorf("inspected running container: name %q env ECHO %q ports %+v started %v", full.Name, full.Env["ECHO"], full.Ports, full.StartedAt)
 		}
 
 		list, err = f.rt.ListContainers(ctx, host+"-other")

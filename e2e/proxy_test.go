@@ -40,7 +40,53 @@ type DockerProxy struct {
 	l       *net.UnixListener // nil while severed
 	conns   map[net.Conn]struct{}
 	severed bool
+	lines   []string // request lines the agent sent, "GET /v1.41/containers/json?..."
 	wg      sync.WaitGroup
+}
+
+// requestLines collects the HTTP request lines of one client connection
+// (the bytes the agent sends; bodies are small JSON, never a line that
+// starts with a method and ends in HTTP/1.1).
+type requestLines struct {
+	p    *DockerProxy
+	part []byte
+}
+
+func (r *requestLines) Write(b []byte) (int, error) {
+	r.part = append(r.part, b...)
+	for {
+		i := bytes.IndexByte(r.part, '\n')
+		if i < 0 {
+			break
+		}
+		line := strings.TrimRight(string(r.part[:i]), "\r")
+		r.part = r.part[i+1:]
+		if method, rest, ok := strings.Cut(line, " "); ok && strings.HasSuffix(rest, " HTTP/1.1") &&
+			(method == "GET" || method == "POST" || method == "DELETE" || method == "HEAD" || method == "PUT") {
+			r.p.mu.Lock()
+			r.p.lines = append(r.p.lines, method+" "+strings.TrimSuffix(rest, " HTTP/1.1"))
+			r.p.mu.Unlock()
+		}
+	}
+	if len(r.part) > 64<<10 {
+		r.part = r.part[len(r.part)-1024:] // a long body: keep only its tail
+	}
+	return len(b), nil
+}
+
+// Requests returns how many requests the agent has sent through the
+// proxy whose request line ("GET /v1.41/containers/json?all=1...")
+// satisfies match.
+func (p *DockerProxy) Requests(match func(line string) bool) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, l := range p.lines {
+		if match(l) {
+			n++
+		}
+	}
+	return n
 }
 
 // StartDockerProxy listens on a socket in a temp dir and forwards to the
@@ -137,7 +183,7 @@ func (p *DockerProxy) forward(c net.Conn) {
 		up.Close()
 	}()
 	done := make(chan struct{}, 2)
-	go func() { _, _ = io.Copy(up, c); done <- struct{}{} }()
+	go func() { _, _ = io.Copy(up, io.TeeReader(c, &requestLines{p: p})); done <- struct{}{} }()
 	go func() { _, _ = io.Copy(c, up); done <- struct{}{} }()
 	<-done // either side ending ends both
 }

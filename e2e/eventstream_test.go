@@ -20,19 +20,23 @@ func TestEventStreamCut(t *testing.T) {
 	img := EchoImage(t)
 	p := StartDockerProxy(t)
 	a := StartAgent(t, AgentOptions{DockerHost: p.Host(), Env: []string{"DTMA_RESYNC_INTERVAL=1h"}})
-	x := rcDeploy(t, a, rcDeployBody(img, "stream stop", "", nil))
-	y := rcDeploy(t, a, rcDeployBody(img, "stream rm", "", map[string]string{"ECHO": "stream"}, rcPort{ContainerPort: 8080}))
+	// Unique names: the recreated container must get its plain name back,
+	// which another run of the suite on the same daemon could hold.
+	sfx := " " + uniqueSuffix()
+	xName, yName := "stream stop"+sfx, "stream rm"+sfx
+	x := rcDeploy(t, a, rcDeployBody(img, xName, "", nil))
+	y := rcDeploy(t, a, rcDeployBody(img, yName, "", map[string]string{"ECHO": "stream"}, rcPort{ContainerPort: 8080}))
 	rcWaitFirstRelist(t, a)
 
 	// Events alone.
 	rcStop(t, a, x.ContainerID)
 	Eventually(t, 30*time.Second, "the stop seen through events", func() bool {
-		got := rcMustGet(t, a, "stream stop")
+		got := rcMustGet(t, a, xName)
 		return got.DockerStatus == "exited" && got.Drift
 	})
 	rcStart(t, a, x.ContainerID)
 	Eventually(t, 30*time.Second, "the start seen through events", func() bool {
-		got := rcMustGet(t, a, "stream stop")
+		got := rcMustGet(t, a, xName)
 		return got.DockerStatus == "running" && !got.Drift
 	})
 
@@ -40,18 +44,18 @@ func TestEventStreamCut(t *testing.T) {
 	p.Sever()
 	rcStop(t, a, x.ContainerID)
 	rcRemove(t, a, y.ContainerID)
-	if got := rcMustGet(t, a, "stream stop"); got.DockerStatus != "running" {
+	if got := rcMustGet(t, a, xName); got.DockerStatus != "running" {
 		t.Fatalf("the agent saw the stop although it was cut off from Docker: %+v", got)
 	}
 	p.Restore()
 
 	Eventually(t, 60*time.Second, "the stop seen after the reconnect", func() bool {
-		got := rcMustGet(t, a, "stream stop")
+		got := rcMustGet(t, a, xName)
 		return got.DockerStatus == "exited" && got.Drift && got.ContainerID == x.ContainerID
 	})
 	var now rcInstance
 	Eventually(t, 60*time.Second, "the removed container recreated after the reconnect", func() bool {
-		now = rcMustGet(t, a, "stream rm")
+		now = rcMustGet(t, a, yName)
 		return now.ContainerID != y.ContainerID && now.ContainerID != "" && now.DockerStatus == "running" && now.PendingOp == ""
 	})
 	if now.ContainerName != y.ContainerName || now.Ports[0].HostPort != y.Ports[0].HostPort {

@@ -439,6 +439,17 @@ func (a *Agent) reconcileLocked(ctx context.Context, inst *dtma.Instance, c *dtm
 // reconcile makes inst agree with its container c (nil: none). Caller
 // holds inst's lock.
 func (a *Agent) reconcile(ctx context.Context, inst *dtma.Instance, c *dtma.Container) {
+	if c != nil && c.Summary {
+		full, err := a.rt.InspectContainer(ctx, c.ID)
+		if err != nil && dtma.ErrorCode(err) != dtma.ENOTFOUND {
+			a.noteDocker(err)
+			return
+		}
+		c = full
+	}
+	// The row was last written when its pending operation was recorded:
+	// nothing writes it while the operation holds the lock.
+	intentAt := inst.UpdatedAt
 	if c != nil {
 		a.observe(ctx, inst, c) // records c.ID as the instance's container
 		running := c.State == dtma.DockerRunning || c.State == dtma.DockerRestarting
@@ -446,7 +457,17 @@ func (a *Agent) reconcile(ctx context.Context, inst *dtma.Instance, c *dtma.Cont
 		case dtma.OpNone:
 			return // drift is recorded, never fought
 		case dtma.OpDeploy, dtma.OpStart, dtma.OpRestart:
-			if !running {
+			if inst.PendingOp == dtma.OpRestart && running && !c.StartedAt.After(intentAt) {
+				// Running since before the restart was asked for: the
+				// request may never have reached Docker, or Docker may be
+				// about to stop the container for it. Restart it (again):
+				// Docker serializes the two, and a second restart is
+				// harmless where a missed one is not.
+				if err := a.rt.RestartContainer(ctx, c.ID, a.cfg.StopTimeout); err != nil {
+					a.fail(ctx, inst, fmt.Errorf("finish restart of %s: %w", inst.Name, err))
+					return
+				}
+			} else if !running {
 				if _, err := a.rt.StartContainer(ctx, c.ID); err != nil {
 					a.fail(ctx, inst, fmt.Errorf("finish %s of %s: %w", inst.PendingOp, inst.Name, err))
 					return

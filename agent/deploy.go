@@ -204,10 +204,17 @@ func imageField(err error) error {
 	return err
 }
 
+// reservedNameWait bounds how long createContainer waits for a container
+// name that Docker reports taken but cannot inspect yet.
+const reservedNameWait = 15 * time.Second
+
 // createContainer creates inst's container, adopting one left by an
 // earlier attempt for the same instance id.
 func (a *Agent) createContainer(ctx context.Context, inst *dtma.Instance) (string, error) {
 	retries := 0
+	// How long a name may stay reserved by a create in progress elsewhere:
+	// a create takes 200-300 ms on an idle daemon, seconds on a busy one.
+	reservedUntil := time.Now().Add(reservedNameWait)
 	for attempt := 0; attempt < 2; attempt++ {
 		cfg := dtma.ContainerConfig{
 			Name:   inst.ContainerName,
@@ -225,11 +232,10 @@ func (a *Agent) createContainer(ctx context.Context, inst *dtma.Instance) (strin
 			return "", err
 		}
 		c, ierr := a.rt.InspectContainer(ctx, inst.ContainerName)
-		if dtma.ErrorCode(ierr) == dtma.ENOTFOUND && retries < 5 {
+		if dtma.ErrorCode(ierr) == dtma.ENOTFOUND && time.Now().Before(reservedUntil) {
 			// Docker reserves a name before the container can be
 			// inspected: another agent is creating a container of that
 			// name right now (or one was just removed). Look again.
-			retries++
 			attempt--
 			if !sleep(ctx, 50*time.Millisecond) {
 				return "", dtma.Errorf(dtma.EUNAVAILABLE, "create %s: %v", inst.ContainerName, ctx.Err())

@@ -242,6 +242,9 @@ func (a *Agent) createContainer(ctx context.Context, inst *dtma.Instance) (strin
 			}
 			continue
 		}
+		if dtma.ErrorCode(ierr) == dtma.ENOTFOUND {
+			return "", dtma.Errorf(dtma.EUNAVAILABLE, "container name %s is held by a create still in progress after %s; retry", inst.ContainerName, reservedNameWait)
+		}
 		if ierr != nil {
 			return "", fmt.Errorf("name %s taken: %w", inst.ContainerName, ierr)
 		}

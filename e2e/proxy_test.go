@@ -41,10 +41,22 @@ type DockerProxy struct {
 	conns   map[net.Conn]struct{}
 	severed bool
 	lines   []string // request lines the agent sent, "GET /v1.41/containers/json?..."
+	hold    func(line string) bool
 	wg      sync.WaitGroup
 }
 
-// requestLines collects the HTTP request lines of one client connection
+// Hold makes the proxy swallow every request whose request line satisfies
+// match, with whatever its connection sends afterwards: Docker never sees
+// it and the agent waits for an answer that never comes (as if it were
+// killed between recording an intent and acting). Hold(nil) forwards
+// everything again.
+func (p *DockerProxy) Hold(match func(line string) bool) {
+	p.mu.Lock()
+	p.hold = match
+	p.mu.Unlock()
+}
+
+// requestLines watches the HTTP request lines of one client connection
 // (the bytes the agent sends; bodies are small JSON, never a line that
 // starts with a method and ends in HTTP/1.1).
 type requestLines struct {
@@ -52,7 +64,9 @@ type requestLines struct {
 	part []byte
 }
 
-func (r *requestLines) Write(b []byte) (int, error) {
+// scan records the request lines that b completes and reports whether
+// one of them is to be held.
+func (r *requestLines) scan(b []byte) (held bool) {
 	r.part = append(r.part, b...)
 	for {
 		i := bytes.IndexByte(r.part, '\n')
@@ -63,15 +77,40 @@ func (r *requestLines) Write(b []byte) (int, error) {
 		r.part = r.part[i+1:]
 		if method, rest, ok := strings.Cut(line, " "); ok && strings.HasSuffix(rest, " HTTP/1.1") &&
 			(method == "GET" || method == "POST" || method == "DELETE" || method == "HEAD" || method == "PUT") {
+			line = method + " " + strings.TrimSuffix(rest, " HTTP/1.1")
 			r.p.mu.Lock()
-			r.p.lines = append(r.p.lines, method+" "+strings.TrimSuffix(rest, " HTTP/1.1"))
+			r.p.lines = append(r.p.lines, line)
+			if r.p.hold != nil && r.p.hold(line) {
+				held = true
+			}
 			r.p.mu.Unlock()
 		}
 	}
 	if len(r.part) > 64<<10 {
 		r.part = r.part[len(r.part)-1024:] // a long body: keep only its tail
 	}
-	return len(b), nil
+	return held
+}
+
+// upstream copies what the agent sends to Docker, recording request lines
+// and swallowing the rest of the connection from a held request on.
+func (r *requestLines) upstream(dst io.Writer, src io.Reader) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if r.scan(buf[:n]) {
+				_, _ = io.Copy(io.Discard, src)
+				return
+			}
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 // Requests returns how many requests the agent has sent through the
@@ -183,7 +222,7 @@ func (p *DockerProxy) forward(c net.Conn) {
 		up.Close()
 	}()
 	done := make(chan struct{}, 2)
-	go func() { _, _ = io.Copy(up, io.TeeReader(c, &requestLines{p: p})); done <- struct{}{} }()
+	go func() { (&requestLines{p: p}).upstream(up, c); done <- struct{}{} }()
 	go func() { _, _ = io.Copy(c, up); done <- struct{}{} }()
 	<-done // either side ending ends both
 }

@@ -66,3 +66,69 @@ func TestKillBetweenIntentAndDocker(t *testing.T) {
 		}
 	}
 }
+
+// TestKillBetweenIntentAndDockerDeployRemove is the same for a deploy
+// (the create is held: a row, no container) and a remove (the delete is
+// held: a row marked removing, its container still there): after a
+// restart and one reconcile the deploy runs and the remove is done.
+func TestKillBetweenIntentAndDockerDeployRemove(t *testing.T) {
+	t.Parallel()
+	img := EchoImage(t)
+	p := StartDockerProxy(t)
+	a := StartAgent(t, AgentOptions{DockerHost: p.Host()})
+	name := "held deploy " + uniqueSuffix()
+	ref := "/v1/instances/" + url.PathEscape(name)
+
+	// Deploy: the row is written, the create never reaches Docker.
+	isCreate := func(l string) bool { return strings.HasPrefix(l, "POST ") && strings.Contains(l, "/containers/create") }
+	p.Hold(isCreate)
+	base := a.URL
+	go func() {
+		_, _, _ = rcTry(base, "POST", "/v1/instances", rcDeployBody(img, name, "", map[string]string{"ECHO": "held"}, rcPort{ContainerPort: 8080}), 30*time.Second)
+	}()
+	Eventually(t, 20*time.Second, "the deploy intent recorded and its create held", func() bool {
+		inst, status := rcGet(t, a, name)
+		return status == 200 && inst.PendingOp == "deploy" && p.Requests(isCreate) > 0
+	})
+	a.Kill()
+	p.Hold(nil)
+	if ids := instanceContainers(t, a, name); len(ids) != 0 {
+		t.Fatalf("Docker created the held container %v; the test proves nothing", ids)
+	}
+	since := time.Now()
+	a.start()
+	waitRelist(t, a, since)
+	var inst rcInstance
+	Eventually(t, 30*time.Second, "the interrupted deploy running", func() bool {
+		inst = rcMustGet(t, a, name)
+		return inst.PendingOp == "" && inst.DockerStatus == "running" && inst.DTMAStatus == "running"
+	})
+	if ids := instanceContainers(t, a, name); len(ids) != 1 || ids[0] != inst.ContainerID {
+		t.Fatalf("containers of the deployed instance: %v, want only %s", ids, inst.ContainerID)
+	}
+	Eventually(t, 20*time.Second, "the deployed tool serving", func() bool { return HTTPGet(inst.Ports[0].HostPort, "/") == "held" })
+
+	// Remove: the row is marked, the delete never reaches Docker.
+	isDelete := func(l string) bool { return strings.HasPrefix(l, "DELETE ") && strings.Contains(l, "/containers/"+inst.ContainerID) }
+	p.Hold(isDelete)
+	base = a.URL
+	go func() { _, _, _ = rcTry(base, "DELETE", ref, nil, 30*time.Second) }()
+	Eventually(t, 20*time.Second, "the remove intent recorded and its delete held", func() bool {
+		got, status := rcGet(t, a, name)
+		return status == 200 && got.PendingOp == "remove" && p.Requests(isDelete) > 0
+	})
+	a.Kill()
+	p.Hold(nil)
+	if a.Inspect(inst.ContainerID) == nil {
+		t.Fatalf("Docker removed the container although the delete was held; the test proves nothing")
+	}
+	since = time.Now()
+	a.start()
+	waitRelist(t, a, since)
+	if _, status := rcGet(t, a, name); status != 404 {
+		t.Fatalf("the interrupted remove left the instance served (%d)", status)
+	}
+	if a.Inspect(inst.ContainerID) != nil || len(instanceContainers(t, a, name)) != 0 {
+		t.Fatalf("the interrupted remove left the container")
+	}
+}

@@ -183,3 +183,66 @@ func TestAdoptCandidates(t *testing.T) {
 		t.Errorf("explicit container: %v", c)
 	}
 }
+
+func TestSameHostPorts(t *testing.T) {
+	p := func(cport, hport int, proto, ip string) dtma.Port {
+		return dtma.Port{ContainerPort: cport, HostPort: hport, Protocol: proto, HostIP: ip}
+	}
+	for _, tc := range []struct {
+		name string
+		a, b []dtma.Port
+		want bool
+	}{
+		{"both empty", nil, []dtma.Port{}, true},
+		{"same, other order", []dtma.Port{p(80, 1, "tcp", ""), p(81, 2, "tcp", "")}, []dtma.Port{p(81, 2, "tcp", ""), p(80, 1, "tcp", "")}, true},
+		{"host ip aside", []dtma.Port{p(80, 1, "tcp", "127.0.0.1")}, []dtma.Port{p(80, 1, "tcp", "")}, true},
+		{"other host port", []dtma.Port{p(80, 1, "tcp", "")}, []dtma.Port{p(80, 2, "tcp", "")}, false},
+		{"other protocol", []dtma.Port{p(80, 1, "tcp", "")}, []dtma.Port{p(80, 1, "udp", "")}, false},
+		{"one more", []dtma.Port{p(80, 1, "tcp", "")}, []dtma.Port{p(80, 1, "tcp", ""), p(80, 1, "tcp", "")}, false},
+		{"duplicates differ", []dtma.Port{p(80, 1, "tcp", ""), p(80, 1, "tcp", "")}, []dtma.Port{p(80, 1, "tcp", ""), p(81, 1, "tcp", "")}, false},
+	} {
+		if got := sameHostPorts(tc.a, tc.b); got != tc.want {
+			t.Errorf("%s: sameHostPorts = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestListedUnchanged(t *testing.T) {
+	a := testAgent(nil)
+	settled := func() *dtma.Instance {
+		return &dtma.Instance{ID: "i1", DesiredState: dtma.DesiredRunning, Status: dtma.StatusRunning,
+			Observed: dtma.Observed{ContainerID: "c1", DockerStatus: dtma.DockerRunning}}
+	}
+	listed := func() *dtma.Container {
+		return &dtma.Container{ID: "c1", State: dtma.DockerRunning, Summary: true}
+	}
+	if !a.listedUnchanged(settled(), listed()) {
+		t.Fatalf("a settled running row and a running list entry: want unchanged")
+	}
+	for name, tc := range map[string]struct {
+		inst func(*dtma.Instance)
+		c    func(*dtma.Container)
+	}{
+		"operation pending":  {inst: func(i *dtma.Instance) { i.PendingOp = dtma.OpStop }},
+		"other container":    {c: func(c *dtma.Container) { c.ID = "c2" }},
+		"other state word":   {c: func(c *dtma.Container) { c.State = dtma.DockerExited }},
+		"restarting":         {inst: func(i *dtma.Instance) { i.DockerStatus = dtma.DockerRestarting }, c: func(c *dtma.Container) { c.State = dtma.DockerRestarting }},
+		"status out of date": {inst: func(i *dtma.Instance) { i.Status = dtma.StatusCrashLoop }},
+	} {
+		inst, c := settled(), listed()
+		if tc.inst != nil {
+			tc.inst(inst)
+		}
+		if tc.c != nil {
+			tc.c(c)
+		}
+		if a.listedUnchanged(inst, c) {
+			t.Errorf("%s: listedUnchanged = true, want an inspect", name)
+		}
+	}
+	errored := settled()
+	errored.Status = dtma.StatusError // kept until the next operation: no reason to inspect
+	if !a.listedUnchanged(errored, listed()) {
+		t.Errorf("a row in error whose container the list shows unchanged: want unchanged")
+	}
+}

@@ -109,7 +109,9 @@ func TestKillBetweenIntentAndDockerDeployRemove(t *testing.T) {
 	Eventually(t, 20*time.Second, "the deployed tool serving", func() bool { return HTTPGet(inst.Ports[0].HostPort, "/") == "held" })
 
 	// Remove: the row is marked, the delete never reaches Docker.
-	isDelete := func(l string) bool { return strings.HasPrefix(l, "DELETE ") && strings.Contains(l, "/containers/"+inst.ContainerID) }
+	isDelete := func(l string) bool {
+		return strings.HasPrefix(l, "DELETE ") && strings.Contains(l, "/containers/"+inst.ContainerID)
+	}
 	p.Hold(isDelete)
 	base = a.URL
 	go func() { _, _, _ = rcTry(base, "DELETE", ref, nil, 30*time.Second) }()

@@ -152,8 +152,18 @@ func New(ctx context.Context, cfg Config, reg dtma.Registry, rt dtma.Runtime) (*
 	if err != nil {
 		return nil, fmt.Errorf("load registry: %w", err)
 	}
+	now := time.Now()
 	for _, inst := range rows {
 		a.view[inst.ID] = inst
+		if inst.Status == dtma.StatusCrashLoop {
+			// Restart times live in memory; the recorded status says
+			// there were enough of them. Count them as of now, so the
+			// instance stays crashloop for a window and clears only
+			// when a window passes without a restart.
+			for i := 0; i < a.cfg.CrashLoopRestarts; i++ {
+				a.restarts[inst.ID] = append(a.restarts[inst.ID], now)
+			}
+		}
 	}
 	return a, nil
 }

@@ -9,7 +9,8 @@ import (
 // restarts it (unless-stopped) and, after DTMA_CRASHLOOP_RESTARTS restarts
 // within the window, the instance shows dtma_status crashloop with the
 // last exit code and the restart count, on v1 and in the legacy status —
-// also while Docker has it running again between two crashes.
+// also while Docker has it running again between two crashes, and after
+// the agent restarts.
 func TestCrashLoop(t *testing.T) {
 	t.Parallel()
 	img := EchoImage(t)
@@ -52,5 +53,16 @@ func TestCrashLoop(t *testing.T) {
 	lt := rcLegacyTool(t, a, "Crashy Tool")
 	if rc, _ := lt["restart_count"].(float64); rc < 3 {
 		t.Fatalf("legacy restart_count %v", lt["restart_count"])
+	}
+
+	// The agent's restart forgets nothing: right after its first
+	// reconcile the instance still shows crashloop (Docker's restart
+	// backoff has grown to seconds by now, so new restarts alone would
+	// take a while to say so again).
+	since := time.Now()
+	a.Restart()
+	waitRelist(t, a, since)
+	if got = rcMustGet(t, a, "Crashy Tool"); got.DTMAStatus != "crashloop" {
+		t.Fatalf("after an agent restart the crash-looping instance shows %s (docker_status %s)", got.DTMAStatus, got.DockerStatus)
 	}
 }

@@ -15,9 +15,21 @@ import (
 // restarted (a new StartedAt) — and the record is settled.
 func TestKillBetweenIntentAndDocker(t *testing.T) {
 	t.Parallel()
+	killBetweenIntentAndDocker(t, AgentOptions{})
+}
+
+// TestKillBetweenIntentAndDockerPostgres is the same with the registry in
+// PostgreSQL.
+func TestKillBetweenIntentAndDockerPostgres(t *testing.T) {
+	t.Parallel()
+	killBetweenIntentAndDocker(t, AgentOptions{RegistryURL: pgDatabase(t)})
+}
+
+func killBetweenIntentAndDocker(t *testing.T, opts AgentOptions) {
 	img := EchoImage(t)
 	p := StartDockerProxy(t)
-	a := StartAgent(t, AgentOptions{DockerHost: p.Host()})
+	opts.DockerHost = p.Host()
+	a := StartAgent(t, opts)
 	name := "held op " + uniqueSuffix()
 	inst := rcDeploy(t, a, rcDeployBody(img, name, "", nil))
 	ref := "/v1/instances/" + url.PathEscape(name)
@@ -73,9 +85,21 @@ func TestKillBetweenIntentAndDocker(t *testing.T) {
 // restart and one reconcile the deploy runs and the remove is done.
 func TestKillBetweenIntentAndDockerDeployRemove(t *testing.T) {
 	t.Parallel()
+	killBetweenIntentAndDockerDeployRemove(t, AgentOptions{})
+}
+
+// TestKillBetweenIntentAndDockerDeployRemovePostgres is the same with the
+// registry in PostgreSQL.
+func TestKillBetweenIntentAndDockerDeployRemovePostgres(t *testing.T) {
+	t.Parallel()
+	killBetweenIntentAndDockerDeployRemove(t, AgentOptions{RegistryURL: pgDatabase(t)})
+}
+
+func killBetweenIntentAndDockerDeployRemove(t *testing.T, opts AgentOptions) {
 	img := EchoImage(t)
 	p := StartDockerProxy(t)
-	a := StartAgent(t, AgentOptions{DockerHost: p.Host()})
+	opts.DockerHost = p.Host()
+	a := StartAgent(t, opts)
 	name := "held deploy " + uniqueSuffix()
 	ref := "/v1/instances/" + url.PathEscape(name)
 

@@ -63,7 +63,7 @@ var serveSettings = []setting{
 	{"registry-max-conns", "8", "PostgreSQL pool size", []string{"DTMA_REGISTRY_MAX_CONNS"}},
 	{"registry-connect-timeout", "5s", "PostgreSQL connect timeout", []string{"DTMA_REGISTRY_CONNECT_TIMEOUT"}},
 	{"registry-statement-timeout", "5s", "PostgreSQL statement timeout", []string{"DTMA_REGISTRY_STATEMENT_TIMEOUT"}},
-	{"resync-interval", "30s", "full relist of Docker every", []string{"DTMA_RESYNC_INTERVAL"}},
+	{"resync-interval", "30s", "relist this host's containers every", []string{"DTMA_RESYNC_INTERVAL"}},
 	{"stop-timeout", "10s", "graceful stop timeout", []string{"DTMA_STOP_TIMEOUT"}},
 	{"crashloop-restarts", "5", "restarts within the window that mark an instance crashloop", []string{"DTMA_CRASHLOOP_RESTARTS"}},
 	{"crashloop-window", "5m", "crash-loop window", []string{"DTMA_CRASHLOOP_WINDOW"}},

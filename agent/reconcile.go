@@ -26,7 +26,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	for ctx.Err() == nil {
 		sctx, cancel := context.WithCancel(ctx)
 		events, errs := a.rt.Events(sctx, a.cfg.HostID)
-		if err := a.Relist(ctx); err != nil {
+		// Full: whatever happened while the agent was not subscribed
+		// (down, or its stream broken) may have left no trace in a list.
+		if err := a.relist(ctx, true); err != nil {
 			cancel()
 			level := slog.LevelDebug // noteDocker already said Docker went away
 			if wait == time.Second {
@@ -223,8 +225,10 @@ func (a *Agent) instanceForContainer(containerID, instanceID string) *dtma.Insta
 	return nil
 }
 
-// fullInspectEvery is how often a relist inspects every container: one in
-// that many, the first after start-up included. The others inspect only the
+// fullInspectEvery is how often a periodic relist inspects every
+// container: one in that many. The relist after every (re)subscription to
+// events (the first after start-up among them) is always full. The others
+// inspect only the
 // containers whose list entry disagrees with the record, because a list
 // entry shows the state word but not StartedAt, exit code or restart
 // count: a restart behind the agent's back while events were lost (same
@@ -240,13 +244,17 @@ const fullInspectEvery = 10
 // with their settled record are not inspected, except in a full relist
 // (see fullInspectEvery). Instances with an operation in progress are left
 // to it. EUNAVAILABLE when Docker cannot be listed.
-func (a *Agent) Relist(ctx context.Context) error {
+func (a *Agent) Relist(ctx context.Context) error { return a.relist(ctx, false) }
+
+// relist is Relist; full makes it inspect every container whatever the
+// count.
+func (a *Agent) relist(ctx context.Context, full bool) error {
 	containers, err := a.rt.ListContainers(ctx, a.cfg.HostID)
 	a.noteDocker(err)
 	if err != nil {
 		return fmt.Errorf("relist: %w", err)
 	}
-	full := a.relists.Add(1)%fullInspectEvery == 1
+	full = a.relists.Add(1)%fullInspectEvery == 1 || full
 	byID := map[string]*dtma.Container{}
 	byInstanceID := map[string]*dtma.Container{}
 	for _, c := range containers {

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/agentopia/dtma"
 )
@@ -44,6 +45,7 @@ func deployExisting(t *testing.T, a *Agent, face string) existing {
 		a.Expect(201, "POST", "/tools", legacyBody(e.image, e.name, e.acct, []string{"ECHO=" + e.echo, "API_KEY=" + e.secret},
 			map[string]any{"8080/tcp": []map[string]string{{"HostPort": strconv.Itoa(e.port)}}}))
 	}
+	Eventually(t, 20*time.Second, e.name+" serving", func() bool { return HTTPGet(e.port, "/") == e.echo })
 	return e
 }
 
@@ -182,8 +184,12 @@ func TestValidationV1(t *testing.T) {
 	if got["docker_status"] != "running" || got["name"] != e.name {
 		t.Errorf("existing instance after the rejections: %v", got)
 	}
-	if HTTPGet(e.port, "/env/API_KEY") != e.secret {
-		t.Errorf("existing container lost its env")
+	got2 := HTTPGet(e.port, "/env/API_KEY")
+	for deadline := time.Now().Add(10 * time.Second); got2 != e.secret && time.Now().Before(deadline); got2 = HTTPGet(e.port, "/env/API_KEY") {
+		time.Sleep(100 * time.Millisecond) // a refused connection is retried; a wrong value never turns right
+	}
+	if got2 != e.secret {
+		t.Errorf("existing container answers API_KEY=%q: it lost its env (or no longer serves)", got2)
 	}
 }
 

@@ -139,8 +139,8 @@ func TestDockerDown(t *testing.T) {
 	if a.cmd.Process.Pid != pid {
 		t.Fatalf("the agent was restarted")
 	}
-	if got := HTTPGet(one.Ports[0].HostPort, "/"); got != "down" {
-		t.Fatalf("down one answers %q", got)
+	if !Serves(one.Ports[0].HostPort, "/", "down") {
+		t.Fatalf("down one does not answer on its port")
 	}
 }
 

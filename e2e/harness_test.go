@@ -433,5 +433,20 @@ func HTTPGet(port int, path string) string {
 	return string(b)
 }
 
+// Serves reports whether http://127.0.0.1:port/path answers want within
+// 10 s. A failed request (a tool still starting, a connection reset by
+// Docker's proxy) is tried again; a tool that keeps answering anything
+// else fails the check.
+func Serves(port int, path, want string) bool {
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if HTTPGet(port, path) == want {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+}
+
 // EchoImage is the test image (built once, FROM scratch).
 func EchoImage(t testing.TB) string { return dockertest.EchoImage(t) }

@@ -106,7 +106,7 @@ func TestLeftoverThatRanIsClaimedWithItsPorts(t *testing.T) {
 		if ids := instanceContainers(t, a, name); len(ids) != 1 || ids[0] != lookalike {
 			t.Errorf("round %d: containers of %q: %v, want only the look-alike %s", round, name, ids, lookalike)
 		}
-		if HTTPGet(got.Ports[0].HostPort, "/") != "ran" {
+		if !Serves(got.Ports[0].HostPort, "/", "ran") {
 			t.Errorf("round %d: the tool does not answer on its recorded port %d", round, got.Ports[0].HostPort)
 		}
 		since = time.Now()

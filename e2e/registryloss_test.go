@@ -79,8 +79,8 @@ func (f *rcLossFixture) check(t *testing.T, a *Agent, extra int) {
 		if again.ContainerID != f.ids[name] {
 			t.Fatalf("re-sent deploy of %q answered container %s, want %s", name, again.ContainerID, f.ids[name])
 		}
-		if got := HTTPGet(f.ports[name], "/"); got != fmt.Sprintf("lost-%d", i) {
-			t.Fatalf("%q answers %q", name, got)
+		if want := fmt.Sprintf("lost-%d", i); !Serves(f.ports[name], "/", want) {
+			t.Fatalf("%q does not answer %q", name, want)
 		}
 	}
 	if n := len(a.HostContainers()); n != len(f.ids)+extra {

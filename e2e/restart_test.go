@@ -135,7 +135,7 @@ func TestRestartKeepsInstances(t *testing.T) {
 		t.FailNow()
 	}
 	for _, in := range insts {
-		if in.running && HTTPGet(in.port, "/") != in.name {
+		if in.running && !Serves(in.port, "/", in.name) {
 			t.Errorf("%q does not answer on its port after the agent restarts", in.name)
 		}
 	}

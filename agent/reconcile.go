@@ -191,14 +191,11 @@ func (a *Agent) applyEvent(ctx context.Context, ev dtma.ContainerEvent) bool {
 	if inst == nil {
 		return ev.Action != "destroy"
 	}
-	unlock, ok := a.locks.TryLock(inst.Name)
+	inst, unlock, ok := a.lockCurrent(inst)
 	if !ok {
-		return false // an operation is running; it records the outcome
+		return false // an operation is running (it records the outcome), or the instance is gone
 	}
 	defer unlock()
-	if inst = a.get(inst.ID); inst == nil {
-		return false
-	}
 	c, err := a.rt.InspectContainer(ctx, ev.ContainerID)
 	if err != nil {
 		a.noteDocker(err)
@@ -339,14 +336,11 @@ func (a *Agent) relist(ctx context.Context, full bool) error {
 // settled record whose container the list shows in the recorded state is
 // only marked observed now: nothing is inspected or written.
 func (a *Agent) reconcileListed(ctx context.Context, inst *dtma.Instance, s *dtma.Container, full bool) {
-	unlock, ok := a.locks.TryLock(inst.Name)
+	inst, unlock, ok := a.lockCurrent(inst)
 	if !ok {
 		return
 	}
 	defer unlock()
-	if inst = a.get(inst.ID); inst == nil {
-		return
-	}
 	if !full && a.listedUnchanged(inst, s) {
 		inst.ObservedAt = nowUTC()
 		a.putView(inst)
@@ -377,14 +371,11 @@ func (a *Agent) listedUnchanged(inst *dtma.Instance, s *dtma.Container) bool {
 // and spec that no record knows, inst's container: the row takes c's ports
 // when they differ, then is reconciled with it.
 func (a *Agent) claimLocked(ctx context.Context, inst *dtma.Instance, c *dtma.Container) {
-	unlock, ok := a.locks.TryLock(inst.Name)
+	inst, unlock, ok := a.lockCurrent(inst)
 	if !ok {
 		return
 	}
 	defer unlock()
-	if inst = a.get(inst.ID); inst == nil {
-		return
-	}
 	if !sameHostPorts(c.Ports, inst.Ports) {
 		a.log.Warn("claimed a container of this instance left by an earlier attempt; recording its ports",
 			"instance", inst.Name, "container", c.Name, "ports", c.Ports)
@@ -421,17 +412,30 @@ func sameHostPorts(a, b []dtma.Port) bool {
 	return true
 }
 
+// lockCurrent takes inst's lock unless an operation holds it and returns
+// the instance as the view has it now, with the unlock. ok is false, and
+// nothing is held, when the lock is busy or the instance is gone.
+func (a *Agent) lockCurrent(inst *dtma.Instance) (*dtma.Instance, func(), bool) {
+	unlock, ok := a.locks.TryLock(inst.Name)
+	if !ok {
+		return nil, nil, false
+	}
+	cur := a.get(inst.ID)
+	if cur == nil {
+		unlock()
+		return nil, nil, false
+	}
+	return cur, unlock, true
+}
+
 // reconcileLocked takes inst's lock (skipping it when an operation holds
 // it) and reconciles it with its container c (nil: none).
 func (a *Agent) reconcileLocked(ctx context.Context, inst *dtma.Instance, c *dtma.Container, verify bool) {
-	unlock, ok := a.locks.TryLock(inst.Name)
+	inst, unlock, ok := a.lockCurrent(inst)
 	if !ok {
 		return
 	}
 	defer unlock()
-	if inst = a.get(inst.ID); inst == nil {
-		return
-	}
 	if c == nil && verify && inst.ContainerID != "" && inst.Tracking != dtma.TrackContainerID {
 		// The list said nothing; make sure before acting on absence.
 		if found, err := a.rt.InspectContainer(ctx, inst.ContainerID); err == nil {

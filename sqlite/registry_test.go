@@ -370,6 +370,43 @@ func TestGarbageFileCorrupt(t *testing.T) {
 func TestDamagedDatabaseCorrupt(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
+	path, data := filledDatabase(t)
+	// Keep the header page, overwrite the b-tree pages with noise.
+	const page = 4096
+	if len(data) < 4*page {
+		t.Fatalf("database is only %d bytes", len(data))
+	}
+	rand.Read(data[page:])
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := sqlite.Open(ctx, path, "h")
+	if !sqlite.IsCorrupt(err) {
+		t.Fatalf("Open(damaged) = %v; want IsCorrupt", err)
+	}
+	assertRecovers(t, path, data)
+}
+
+func TestTruncatedDatabaseCorrupt(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	path, data := filledDatabase(t)
+	data = data[:len(data)/2]
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := sqlite.Open(ctx, path, "h")
+	if !sqlite.IsCorrupt(err) {
+		t.Fatalf("Open(truncated) = %v; want IsCorrupt", err)
+	}
+	assertRecovers(t, path, data)
+}
+
+// filledDatabase writes a closed registry of 50 rows padded to span many
+// pages into a temp dir and returns its path and bytes.
+func filledDatabase(t *testing.T) (string, []byte) {
+	t.Helper()
+	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "registry.db")
 	r := mustOpen(t, path, "h")
 	for i := 0; i < 50; i++ {
@@ -386,50 +423,7 @@ func TestDamagedDatabaseCorrupt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Keep the header page, overwrite the b-tree pages with noise.
-	const page = 4096
-	if len(data) < 4*page {
-		t.Fatalf("database is only %d bytes", len(data))
-	}
-	rand.Read(data[page:])
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	_, err = sqlite.Open(ctx, path, "h")
-	if !sqlite.IsCorrupt(err) {
-		t.Fatalf("Open(damaged) = %v; want IsCorrupt", err)
-	}
-	assertRecovers(t, path, data)
-}
-
-func TestTruncatedDatabaseCorrupt(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "registry.db")
-	r := mustOpen(t, path, "h")
-	for i := 0; i < 50; i++ {
-		inst := registrytest.NewInstance("row-" + strings.Repeat("y", i))
-		inst.Spec.Env["PAD"] = strings.Repeat("p", 2000)
-		if err := r.CreateInstance(ctx, inst); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := r.Close(); err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data = data[:len(data)/2]
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	_, err = sqlite.Open(ctx, path, "h")
-	if !sqlite.IsCorrupt(err) {
-		t.Fatalf("Open(truncated) = %v; want IsCorrupt", err)
-	}
-	assertRecovers(t, path, data)
+	return path, data
 }
 
 // assertRecovers checks that OpenRecover moves the bad file at path (holding

@@ -12,7 +12,27 @@ type DeployRequest struct {
 	AccountToolInstanceID string // optional UUID
 	Spec                  Spec
 	PullPolicy            PullPolicy // "" means PullMissing
+	// OnPortConflict says what to do with a requested host port that cannot
+	// be had (the agent's own port, another instance's, one bound on the
+	// host). It is how the request is served, not what is asked: it is not
+	// part of the Spec nor of its hash. "" means PortConflictReject.
+	OnPortConflict PortConflictPolicy
 }
+
+// PortConflictPolicy is what a deploy does with a requested host port it
+// cannot have.
+type PortConflictPolicy string
+
+const (
+	// PortConflictReject fails the deploy with ECONFLICT naming the port
+	// (v1: callers ask for what they mean).
+	PortConflictReject PortConflictPolicy = "reject"
+	// PortConflictRemap publishes the container port on a port allocated
+	// from the agent's range instead, and says so in the log (the legacy
+	// route: one backend path asks for the agent's own port on every
+	// deploy, and never reads the port back from the answer).
+	PortConflictRemap PortConflictPolicy = "remap"
+)
 
 // AdoptRequest brings an existing container that DTMA did not create (the
 // legacy agent's, which carry no labels) under management without

@@ -56,7 +56,7 @@ func TestResolvePorts(t *testing.T) {
 	held := &dtma.Instance{ID: "x", Name: "holder", Ports: []dtma.Port{{ContainerPort: 80, Protocol: "tcp", HostPort: 31001}}}
 	view := []*dtma.Instance{held}
 
-	got, err := a.resolvePorts(view, "", []dtma.Port{{ContainerPort: 8080, Protocol: "tcp"}, {ContainerPort: 9090, Protocol: "tcp", HostPort: 31002}})
+	got, _, err := a.resolvePorts(view, "", []dtma.Port{{ContainerPort: 8080, Protocol: "tcp"}, {ContainerPort: 9090, Protocol: "tcp", HostPort: 31002}}, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,19 +73,62 @@ func TestResolvePorts(t *testing.T) {
 		{dtma.Port{ContainerPort: 1, Protocol: "tcp", HostPort: 31000}, "in use on the host"},
 	}
 	for _, c := range cases {
-		_, err := a.resolvePorts(view, "", []dtma.Port{c.port})
+		_, _, err := a.resolvePorts(view, "", []dtma.Port{c.port}, dtma.PortConflictReject)
 		if dtma.ErrorCode(err) != dtma.ECONFLICT || !strings.Contains(err.Error(), c.want) || dtma.ErrorField(err) != "ports[0].host_port" {
 			t.Errorf("port %d: %v, want conflict saying %q", c.port.HostPort, err, c.want)
 		}
 	}
 	// UDP 31001 is not held (the holder has tcp).
-	if _, err := a.resolvePorts(view, "", []dtma.Port{{ContainerPort: 1, Protocol: "udp", HostPort: 31001}}); err != nil {
+	if _, _, err := a.resolvePorts(view, "", []dtma.Port{{ContainerPort: 1, Protocol: "udp", HostPort: 31001}}, ""); err != nil {
 		t.Errorf("udp on a tcp-held port: %v", err)
 	}
 	// The range runs out.
 	busy[31003] = true
-	if _, err := a.resolvePorts(view, "", []dtma.Port{{ContainerPort: 1, Protocol: "tcp"}, {ContainerPort: 2, Protocol: "tcp"}}); dtma.ErrorCode(err) != dtma.ECONFLICT {
+	if _, _, err := a.resolvePorts(view, "", []dtma.Port{{ContainerPort: 1, Protocol: "tcp"}, {ContainerPort: 2, Protocol: "tcp"}}, ""); dtma.ErrorCode(err) != dtma.ECONFLICT {
 		t.Errorf("exhausted range: %v", err)
+	}
+}
+
+// TestResolvePortsRemap: with PortConflictRemap a fixed host port that cannot
+// be had — for each of the three reasons — is allocated from the range, and
+// the remap says from where to where and why; a free fixed port is kept.
+func TestResolvePortsRemap(t *testing.T) {
+	busy := map[int]bool{31000: true, 40000: true}
+	a := testAgent(func(ip string, port int, proto string) bool { return !busy[port] })
+	held := &dtma.Instance{ID: "x", Name: "holder", Ports: []dtma.Port{{ContainerPort: 80, Protocol: "tcp", HostPort: 31001}}}
+	view := []*dtma.Instance{held}
+	cases := []struct {
+		requested int
+		want      int
+		why       string
+	}{
+		{30000, 31002, "agent's own port"},
+		{31001, 31002, `instance "holder"`},
+		{40000, 31002, "in use on the host"},
+		{40001, 40001, ""},
+	}
+	for _, c := range cases {
+		got, remaps, err := a.resolvePorts(view, "", []dtma.Port{{ContainerPort: 8080, Protocol: "tcp", HostPort: c.requested}}, dtma.PortConflictRemap)
+		if err != nil {
+			t.Fatalf("port %d: %v", c.requested, err)
+		}
+		if got[0].HostPort != c.want {
+			t.Errorf("port %d: published on %d, want %d", c.requested, got[0].HostPort, c.want)
+		}
+		if c.why == "" {
+			if len(remaps) != 0 {
+				t.Errorf("port %d: remapped %+v though it was free", c.requested, remaps)
+			}
+			continue
+		}
+		if len(remaps) != 1 || remaps[0].Requested != c.requested || remaps[0].To != c.want || !strings.Contains(remaps[0].Reason, c.why) || remaps[0].Field != "ports[0].host_port" {
+			t.Errorf("port %d: remaps %+v, want one to %d saying %q", c.requested, remaps, c.want, c.why)
+		}
+	}
+	// Two entries asking for the agent's port get two different ports.
+	got, remaps, err := a.resolvePorts(view, "", []dtma.Port{{ContainerPort: 8080, Protocol: "tcp", HostPort: 30000}, {ContainerPort: 9090, Protocol: "tcp"}}, dtma.PortConflictRemap)
+	if err != nil || got[0].HostPort == got[1].HostPort || len(remaps) != 1 {
+		t.Errorf("two ports: %+v %+v %v", got, remaps, err)
 	}
 }
 

@@ -47,7 +47,7 @@ func (a *Agent) Deploy(ctx context.Context, req dtma.DeployRequest) (*dtma.Insta
 		return nil, false, err
 	}
 	view := a.snapshot()
-	ports, err := a.resolvePorts(view, "", req.Spec.Ports)
+	ports, remaps, err := a.resolvePorts(view, "", req.Spec.Ports, req.OnPortConflict)
 	if err != nil {
 		a.createMu.Unlock()
 		return nil, false, err
@@ -76,6 +76,12 @@ func (a *Agent) Deploy(ctx context.Context, req dtma.DeployRequest) (*dtma.Insta
 	a.putView(inst)
 	a.createMu.Unlock()
 	a.log.Info("deploy", "instance", inst.Name, "container", inst.ContainerName, "image", inst.Spec.Image)
+	for _, m := range remaps {
+		// Once per instance: the row keeps the port it got, recreates and
+		// re-deploys reuse it.
+		a.log.Warn("requested host port remapped", "instance", inst.Name, "field", m.Field,
+			"requested", m.Requested, "published", m.To, "protocol", m.Protocol, "reason", "host port "+m.Reason)
+	}
 
 	if err := a.createAndStart(ctx, inst, req.PullPolicy); err != nil {
 		a.undoDeploy(ctx, inst, err)

@@ -47,12 +47,26 @@ func portHolder(view []*dtma.Instance, exceptID string, hostPort int, proto stri
 	return nil
 }
 
+// portRemap records a requested host port that a deploy with
+// PortConflictRemap published elsewhere, and why.
+type portRemap struct {
+	Field         string // ports[i].host_port
+	Requested, To int
+	Protocol      string
+	Reason        string // "is the DTMA agent's own port", ...
+}
+
 // resolvePorts checks each requested port and allocates those with host
-// port 0. It returns the resolved bindings or an ECONFLICT/EINVALID error
-// naming the field. The caller holds createMu, so allocations of concurrent
-// deploys do not collide.
-func (a *Agent) resolvePorts(view []*dtma.Instance, exceptID string, ports []dtma.Port) ([]dtma.Port, error) {
+// port 0. A fixed host port that cannot be had — the agent's own port,
+// another instance's, or one bound on the host — is an ECONFLICT error
+// naming the field, unless policy is PortConflictRemap: then it is
+// allocated from the range like a port 0, and the remap is returned so the
+// caller can say why. It returns the resolved bindings, or an
+// ECONFLICT/EINVALID error naming the field. The caller holds createMu, so
+// allocations of concurrent deploys do not collide.
+func (a *Agent) resolvePorts(view []*dtma.Instance, exceptID string, ports []dtma.Port, policy dtma.PortConflictPolicy) ([]dtma.Port, []portRemap, error) {
 	out := make([]dtma.Port, 0, len(ports))
+	var remaps []portRemap
 	taken := map[string]bool{} // host ports requested or allocated in this request
 	for _, p := range ports {
 		if p.HostPort != 0 {
@@ -66,22 +80,21 @@ func (a *Agent) resolvePorts(view []*dtma.Instance, exceptID string, ports []dtm
 		}
 		ip := p.HostIP
 		if p.HostPort != 0 {
-			if p.Protocol == "tcp" && a.cfg.ListenPort != 0 && p.HostPort == a.cfg.ListenPort {
-				return nil, dtma.FieldErrorf(dtma.ECONFLICT, field, "host port %d is the DTMA agent's own port", p.HostPort)
+			why := a.portUnavailable(view, exceptID, ip, p.HostPort, p.Protocol)
+			if why == "" {
+				out = append(out, p)
+				continue
 			}
-			if h := portHolder(view, exceptID, p.HostPort, p.Protocol); h != nil {
-				return nil, dtma.FieldErrorf(dtma.ECONFLICT, field, "host port %d/%s is already used by instance %q", p.HostPort, p.Protocol, h.Name)
+			if policy != dtma.PortConflictRemap {
+				return nil, nil, dtma.FieldErrorf(dtma.ECONFLICT, field, "host port %d/%s %s", p.HostPort, p.Protocol, why)
 			}
-			if !a.cfg.PortFree(ip, p.HostPort, p.Protocol) {
-				return nil, dtma.FieldErrorf(dtma.ECONFLICT, field, "host port %d/%s is already in use on the host", p.HostPort, p.Protocol)
-			}
-			out = append(out, p)
-			continue
+			remaps = append(remaps, portRemap{Field: field, Requested: p.HostPort, Protocol: p.Protocol, Reason: why})
+			p.HostPort = 0
 		}
 		found := false
 		for port := a.cfg.PortRangeStart; port <= a.cfg.PortRangeEnd; port++ {
 			key := strconv.Itoa(port) + "/" + p.Protocol
-			if taken[key] || (p.Protocol == "tcp" && port == a.cfg.ListenPort) || portHolder(view, exceptID, port, p.Protocol) != nil || !a.cfg.PortFree(ip, port, p.Protocol) {
+			if taken[key] || a.portUnavailable(view, exceptID, ip, port, p.Protocol) != "" {
 				continue
 			}
 			taken[key] = true
@@ -90,7 +103,10 @@ func (a *Agent) resolvePorts(view []*dtma.Instance, exceptID string, ports []dtm
 			break
 		}
 		if !found {
-			return nil, dtma.FieldErrorf(dtma.ECONFLICT, field, "no free host port left in %d-%d", a.cfg.PortRangeStart, a.cfg.PortRangeEnd)
+			return nil, nil, dtma.FieldErrorf(dtma.ECONFLICT, field, "no free host port left in %d-%d", a.cfg.PortRangeStart, a.cfg.PortRangeEnd)
+		}
+		if n := len(remaps); n > 0 && remaps[n-1].Field == field {
+			remaps[n-1].To = p.HostPort
 		}
 		out = append(out, p)
 	}
@@ -99,9 +115,25 @@ func (a *Agent) resolvePorts(view []*dtma.Instance, exceptID string, ports []dtm
 	for i, p := range out {
 		hk := strconv.Itoa(p.HostPort) + "/" + p.Protocol
 		if j, dup := seen[hk]; dup {
-			return nil, dtma.FieldErrorf(dtma.ECONFLICT, fmt.Sprintf("ports[%d].host_port", i), "host port %s is also used by ports[%d]", hk, j)
+			return nil, nil, dtma.FieldErrorf(dtma.ECONFLICT, fmt.Sprintf("ports[%d].host_port", i), "host port %s is also used by ports[%d]", hk, j)
 		}
 		seen[hk] = i
 	}
-	return out, nil
+	return out, remaps, nil
+}
+
+// portUnavailable says why hostPort/proto cannot be published for an
+// instance ("" when it can): it is the agent's own port, another instance
+// of this host holds it, or something on the host binds it.
+func (a *Agent) portUnavailable(view []*dtma.Instance, exceptID, hostIP string, hostPort int, proto string) string {
+	if proto == "tcp" && a.cfg.ListenPort != 0 && hostPort == a.cfg.ListenPort {
+		return "is the DTMA agent's own port"
+	}
+	if h := portHolder(view, exceptID, hostPort, proto); h != nil {
+		return fmt.Sprintf("is already used by instance %q", h.Name)
+	}
+	if !a.cfg.PortFree(hostIP, hostPort, proto) {
+		return "is already in use on the host"
+	}
+	return ""
 }

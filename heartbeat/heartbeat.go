@@ -47,7 +47,18 @@ type Sender struct {
 	Log *slog.Logger
 	// Client sends the requests; nil means a new http.Client.
 	Client *http.Client
+	// RuntimeDetails adds runtime_details to each tool status. Off by
+	// default: the backend's schema dropped that column in May 2025, and
+	// its receiver then fails every tool's update (while still answering
+	// 204). Turn it on only for a backend that still has the column.
+	RuntimeDetails bool
+	// RetryMin is the first delay before a failed heartbeat is retried;
+	// the delay doubles up to Interval. 0 means DefaultRetryMin.
+	RetryMin time.Duration
 }
+
+// DefaultRetryMin is the first retry delay after a failed heartbeat.
+const DefaultRetryMin = 5 * time.Second
 
 // StatusError is the cause of a Send error when the backend answered with a
 // status other than 2xx.
@@ -60,40 +71,57 @@ func (e *StatusError) Error() string {
 }
 
 // Run sends a heartbeat at once, then every Interval, until ctx ends. A
-// failed heartbeat is logged at warn level (with the status code when the
-// backend answered) and retried at the next tick; Run never returns early.
+// failed heartbeat is retried with backoff — after RetryMin, doubling up to
+// Interval — and logged: a 401 or 403 at error level naming the likely cause
+// (the first of a run of failures, then every tenth), other failures at
+// warn level. Run never returns early.
 func (s *Sender) Run(ctx context.Context) {
 	interval := s.Interval
 	if interval <= 0 {
 		interval = DefaultInterval
 	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
+	retry := s.RetryMin
+	if retry <= 0 {
+		retry = DefaultRetryMin
+	}
+	failures := 0
 	for {
-		s.sendAndLog(ctx)
+		next := interval
+		if err := s.Send(ctx); err != nil && ctx.Err() == nil {
+			failures++
+			s.logFailure(ctx, err, failures)
+			next = min(retry<<min(failures-1, 16), interval)
+		} else {
+			failures = 0
+		}
+		t := time.NewTimer(next)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return
 		case <-t.C:
 		}
 	}
 }
 
-func (s *Sender) sendAndLog(ctx context.Context) {
-	err := s.Send(ctx)
-	if err == nil || ctx.Err() != nil {
-		return
-	}
+// logFailure logs the failures-th failed heartbeat in a row.
+func (s *Sender) logFailure(ctx context.Context, err error, failures int) {
 	log := s.Log
 	if log == nil {
 		log = slog.Default()
 	}
-	attrs := []any{"url", s.endpoint(), "error", err.Error()}
+	attrs := []any{"url", s.endpoint(), "error", err.Error(), "failures", failures}
 	var se *StatusError
 	if errors.As(err, &se) {
 		attrs = append(attrs, "status", se.StatusCode)
+		if se.StatusCode == http.StatusUnauthorized || se.StatusCode == http.StatusForbidden {
+			if failures == 1 || failures%10 == 0 {
+				log.ErrorContext(ctx, "heartbeat refused by the backend: this host's DTMA_BEARER_TOKEN is likely not the token the backend issued for this host (it answers 401 for a token it does not know); retrying with backoff", attrs...)
+			}
+			return
+		}
 	}
-	log.WarnContext(ctx, "heartbeat failed", attrs...)
+	log.WarnContext(ctx, "heartbeat failed; retrying with backoff", attrs...)
 }
 
 // Send posts one heartbeat and waits at most Timeout for the answer. A 2xx
@@ -190,7 +218,11 @@ func (s *Sender) build(ctx context.Context) (b Body, partial error) {
 		}
 		for _, inst := range insts {
 			if err == nil && inst != nil && inst.AccountToolInstanceID != "" {
-				b.ToolStatuses = append(b.ToolStatuses, NewToolStatus(inst))
+				ts := NewToolStatus(inst)
+				if !s.RuntimeDetails {
+					ts.RuntimeDetails = nil
+				}
+				b.ToolStatuses = append(b.ToolStatuses, ts)
 			}
 		}
 	}
@@ -212,9 +244,9 @@ type Body struct {
 // may make it reject the whole heartbeat). Instances deployed without an id
 // are visible through GET /status instead.
 type ToolStatus struct {
-	AccountToolInstanceID string         `json:"account_tool_instance_id"`
-	StatusOnToolbox       string         `json:"status_on_toolbox"`
-	RuntimeDetails        RuntimeDetails `json:"runtime_details"`
+	AccountToolInstanceID string          `json:"account_tool_instance_id"`
+	StatusOnToolbox       string          `json:"status_on_toolbox"`
+	RuntimeDetails        *RuntimeDetails `json:"runtime_details,omitempty"` // sent only with Sender.RuntimeDetails
 }
 
 // RuntimeDetails is the container behind a ToolStatus.
@@ -246,7 +278,7 @@ func NewToolStatus(inst *dtma.Instance) ToolStatus {
 	return ToolStatus{
 		AccountToolInstanceID: inst.AccountToolInstanceID,
 		StatusOnToolbox:       StatusOnToolbox(inst),
-		RuntimeDetails: RuntimeDetails{
+		RuntimeDetails: &RuntimeDetails{
 			ContainerID: inst.ContainerID,
 			Image:       inst.Spec.Image,
 			StartedAt:   started,
@@ -263,38 +295,8 @@ func NewToolStatus(inst *dtma.Instance) ToolStatus {
 	}
 }
 
-// StatusOnToolbox returns the legacy status word for inst, chosen so that
-// the backend's mapping (running -> running; stopped/exited -> stopped;
-// pending/starting/stopping -> deploying; anything else -> error) shows the
-// right thing:
-//
-//	running                      -> "running"
-//	stopped                      -> "stopped"
-//	deploying                    -> "pending"  (the backend knows no "deploying")
-//	starting, restarting         -> "starting"
-//	stopping, removing           -> "stopping"
-//	crashloop, error, missing    -> the same word (the backend shows error)
-//
-// An instance with no status yet gets its status from what Docker showed
-// (Instance.SettledStatus), or "error" when Docker has not been seen.
+// StatusOnToolbox returns the status_on_toolbox word for inst: always a
+// value of the backend's enum (dtma.HeartbeatStatus says which and why).
 func StatusOnToolbox(inst *dtma.Instance) string {
-	st := inst.Status
-	if st == "" {
-		st = inst.SettledStatus()
-	}
-	switch st {
-	case dtma.StatusRunning:
-		return "running"
-	case dtma.StatusStopped:
-		return "stopped"
-	case dtma.StatusDeploying:
-		return "pending"
-	case dtma.StatusStarting, dtma.StatusRestarting:
-		return "starting"
-	case dtma.StatusStopping, dtma.StatusRemoving:
-		return "stopping"
-	case "":
-		return string(dtma.StatusError)
-	}
-	return string(st)
+	return dtma.HeartbeatStatus(inst)
 }

@@ -140,11 +140,12 @@ func TestSend_Body(t *testing.T) {
 	t.Parallel()
 	be := newBackend(t, http.StatusNoContent)
 	s := &heartbeat.Sender{
-		URL:       be.srv.URL + "/functions/v1/",
-		Token:     token,
-		Version:   "1.2.3",
-		Metrics:   fixedMetrics{m: metrics},
-		Instances: func(context.Context) ([]*dtma.Instance, error) { return instances(), nil },
+		URL:            be.srv.URL + "/functions/v1/",
+		Token:          token,
+		Version:        "1.2.3",
+		RuntimeDetails: true, // for a backend that still has the column
+		Metrics:        fixedMetrics{m: metrics},
+		Instances:      func(context.Context) ([]*dtma.Instance, error) { return instances(), nil },
 	}
 	if err := s.Send(context.Background()); err != nil {
 		t.Fatalf("Send: %v", err)
@@ -190,7 +191,7 @@ func TestSend_Body(t *testing.T) {
 	    },
 	    {
 	      "account_tool_instance_id": "11111111-2222-3333-4444-555555555555",
-	      "status_on_toolbox": "crashloop",
+	      "status_on_toolbox": "error",
 	      "runtime_details": {
 	        "container_id": "ghi789",
 	        "image": "example/crash:2",
@@ -204,6 +205,45 @@ func TestSend_Body(t *testing.T) {
 	  ]
 	}`
 	assertJSON(t, r.body, want)
+}
+
+// TestSend_DefaultBody: by default the body is what the 2025 backend can
+// store: no runtime_details (its column was dropped), status words of its
+// enum, and only instances with an account id.
+func TestSend_DefaultBody(t *testing.T) {
+	t.Parallel()
+	be := newBackend(t, http.StatusNoContent)
+	list := append(instances(), &dtma.Instance{Name: "no account id", Status: dtma.StatusRunning,
+		Observed: dtma.Observed{DockerStatus: dtma.DockerRunning}})
+	list = append(list, &dtma.Instance{Name: "deploying", AccountToolInstanceID: "22222222-2222-3333-4444-555555555555",
+		Status: dtma.StatusDeploying, PendingOp: dtma.OpDeploy})
+	s := &heartbeat.Sender{
+		URL:       be.srv.URL,
+		Token:     token,
+		Version:   "1.2.3",
+		Metrics:   fixedMetrics{m: metrics},
+		Instances: func(context.Context) ([]*dtma.Instance, error) { return list, nil },
+	}
+	if err := s.Send(context.Background()); err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	reqs := be.requests()
+	if len(reqs) != 1 {
+		t.Fatalf("%d requests, want 1", len(reqs))
+	}
+	assertJSON(t, reqs[0].body, `{
+	  "dtma_version": "1.2.3",
+	  "system_status": {
+	    "cpu_load_percent": 12.5,
+	    "memory": {"total_bytes": 1000, "used_bytes": 600, "free_bytes": 400},
+	    "disk": {"mount": "/", "total_bytes": 5000, "used_bytes": 1000, "free_bytes": 4000}
+	  },
+	  "tool_statuses": [
+	    {"account_tool_instance_id": "6f1c1f0e-4a59-4d5e-9a59-3f1d2c8b9e10", "status_on_toolbox": "running"},
+	    {"account_tool_instance_id": "11111111-2222-3333-4444-555555555555", "status_on_toolbox": "error"},
+	    {"account_tool_instance_id": "22222222-2222-3333-4444-555555555555", "status_on_toolbox": "deploying"}
+	  ]
+	}`)
 }
 
 func assertJSON(t *testing.T, got []byte, want string) {
@@ -427,14 +467,16 @@ func TestRun_LogsFailures(t *testing.T) {
 	cancel()
 	<-done
 	out := logs.String()
-	if !strings.Contains(out, "level=WARN") || !strings.Contains(out, "status=401") {
-		t.Errorf("log = %q, want a warning with status=401", out)
+	if !strings.Contains(out, "level=ERROR") || !strings.Contains(out, "status=401") || !strings.Contains(out, "DTMA_BEARER_TOKEN") {
+		t.Errorf("log = %q, want an error with status=401 naming DTMA_BEARER_TOKEN as the likely cause", out)
 	}
 	if strings.Contains(out, token) {
 		t.Errorf("log carries the token: %q", out)
 	}
 }
 
+// TestStatusOnToolbox: every state gives a word of the backend's enum
+// (dtma's TestBackendWords holds the full table).
 func TestStatusOnToolbox(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -444,14 +486,14 @@ func TestStatusOnToolbox(t *testing.T) {
 	}{
 		{dtma.StatusRunning, dtma.DockerRunning, "running"},
 		{dtma.StatusStopped, dtma.DockerExited, "stopped"},
-		{dtma.StatusDeploying, dtma.DockerUnknown, "pending"},
+		{dtma.StatusDeploying, dtma.DockerUnknown, "deploying"},
 		{dtma.StatusStarting, dtma.DockerCreated, "starting"},
 		{dtma.StatusRestarting, dtma.DockerRunning, "starting"},
 		{dtma.StatusStopping, dtma.DockerRunning, "stopping"},
-		{dtma.StatusRemoving, dtma.DockerRunning, "stopping"},
-		{dtma.StatusCrashLoop, dtma.DockerRestarting, "crashloop"},
+		{dtma.StatusRemoving, dtma.DockerRunning, "deleting"},
+		{dtma.StatusCrashLoop, dtma.DockerRestarting, "error"},
 		{dtma.StatusError, dtma.DockerMissing, "error"},
-		{dtma.StatusMissing, dtma.DockerMissing, "missing"},
+		{dtma.StatusMissing, dtma.DockerMissing, "error"},
 		{"", dtma.DockerExited, "stopped"},
 		{"", dtma.DockerRunning, "running"},
 		{"", dtma.DockerUnknown, "error"},
@@ -461,4 +503,20 @@ func TestStatusOnToolbox(t *testing.T) {
 			t.Errorf("StatusOnToolbox(status %q, docker %q) = %q, want %q", tc.status, tc.docker, got, tc.want)
 		}
 	}
+}
+
+// TestRun_RetriesWithBackoff: after a failure the next heartbeat comes after
+// RetryMin, not after the (hour-long) interval; once the backend accepts,
+// the interval applies again.
+func TestRun_RetriesWithBackoff(t *testing.T) {
+	t.Parallel()
+	be := newBackend(t, http.StatusUnauthorized)
+	s := &heartbeat.Sender{URL: be.srv.URL, Token: token, Interval: time.Hour, RetryMin: 10 * time.Millisecond,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	be.waitHits(t, 3) // two retries although the interval is an hour
+	cancel()
+	<-done
 }

@@ -2,6 +2,7 @@ package http
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -23,17 +24,29 @@ type legacyBinding struct {
 }
 
 type legacyDeployJSON struct {
-	DockerImageURL         string `json:"dockerImageUrl"`
-	InstanceNameOnToolbox  string `json:"instanceNameOnToolbox"`
-	AccountToolInstanceID  string `json:"accountToolInstanceId"`
-	PullPolicy             string `json:"pullPolicy"`
-	BaseConfigOverrideJSON *struct {
-		Env        []string `json:"Env"`
-		HostConfig *struct {
-			PortBindings map[string][]legacyBinding `json:"PortBindings"`
-		} `json:"HostConfig"`
-	} `json:"baseConfigOverrideJson"`
+	DockerImageURL        string `json:"dockerImageUrl"`
+	InstanceNameOnToolbox string `json:"instanceNameOnToolbox"`
+	AccountToolInstanceID string `json:"accountToolInstanceId"`
+	PullPolicy            string `json:"pullPolicy"`
+	// BaseConfigOverrideJSON is passed through by the backend from its
+	// database unchanged: absent, null, or an object that may hold keys of
+	// the backend UI's own besides the Docker-shaped Env and HostConfig.
+	BaseConfigOverrideJSON json.RawMessage `json:"baseConfigOverrideJson"`
 }
+
+// legacyOverride is the part of baseConfigOverrideJson DTMA uses. Every
+// other key (of the override or of its HostConfig: Privileged, Binds,
+// NetworkMode, the UI's own, ...) is ignored.
+type legacyOverride struct {
+	Env        []string `json:"Env"`
+	HostConfig *struct {
+		PortBindings map[string][]legacyBinding `json:"PortBindings"`
+	} `json:"HostConfig"`
+}
+
+// legacyUsedKeys are the keys of baseConfigOverrideJson (and of its
+// HostConfig) that DTMA reads.
+var legacyUsedKeys = map[string]bool{"Env": true, "HostConfig": true, "HostConfig.PortBindings": true}
 
 type legacyPort struct {
 	IP          string `json:"ip"`
@@ -48,7 +61,8 @@ type legacyTool struct {
 	AccountToolInstanceID string       `json:"account_tool_instance_id"`
 	InstanceNameOnToolbox string       `json:"instance_name_on_toolbox"`
 	ContainerID           string       `json:"container_id"`
-	Status                string       `json:"status"`
+	Status                string       `json:"status"` // dtma.BackendStatus: a word the backend maps right
+	State                 string       `json:"state"`  // Docker's word (created, running, exited, ..., missing)
 	Image                 string       `json:"image"`
 	Ports                 []legacyPort `json:"ports"`
 	Created               int64        `json:"created"`
@@ -73,10 +87,11 @@ func toLegacyTool(inst *dtma.Instance) legacyTool {
 		AccountToolInstanceID: inst.AccountToolInstanceID,
 		InstanceNameOnToolbox: inst.Name,
 		ContainerID:           inst.ContainerID,
-		Status:                dockerStatusWord(inst),
+		Status:                dtma.BackendStatus(inst),
+		State:                 dockerStatusWord(inst),
 		Image:                 inst.Spec.Image,
 		Ports:                 ports,
-		Created:               inst.CreatedAt.Unix(),
+		Created:               unixSeconds(inst.CreatedAt),
 		DTMAStatus:            string(inst.Status),
 		DesiredState:          string(inst.DesiredState),
 		Drift:                 inst.Drift(),
@@ -84,6 +99,15 @@ func toLegacyTool(inst *dtma.Instance) legacyTool {
 		RestartCount:          inst.RestartCount,
 		LastError:             strPtr(inst.LastError),
 	}
+}
+
+// unixSeconds is t in unix seconds, 0 for the zero time: the backend turns
+// every entry's created into a Date, and one odd value empties its list.
+func unixSeconds(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.Unix()
 }
 
 func toLegacyTools(list []*dtma.Instance) []legacyTool {
@@ -124,57 +148,100 @@ func legacyField(err error, portKeys []string) error {
 }
 
 // parseLegacyDeploy turns the legacy body into a DeployRequest and the
-// PortBindings key of each port (for error messages).
-func parseLegacyDeploy(body legacyDeployJSON) (dtma.DeployRequest, []string, error) {
-	req := dtma.DeployRequest{
+// PortBindings key of each port (for error messages). ignored lists the keys
+// of baseConfigOverrideJson (and its HostConfig) that DTMA does not use.
+func parseLegacyDeploy(body legacyDeployJSON) (req dtma.DeployRequest, keys, ignored []string, err error) {
+	req = dtma.DeployRequest{
 		Name:                  body.InstanceNameOnToolbox,
 		AccountToolInstanceID: body.AccountToolInstanceID,
 		Spec:                  dtma.Spec{Image: body.DockerImageURL},
 		PullPolicy:            dtma.PullPolicy(body.PullPolicy),
 	}
-	var keys []string
-	if cfg := body.BaseConfigOverrideJSON; cfg != nil {
-		for i, kv := range cfg.Env {
-			k, v, ok := strings.Cut(kv, "=")
-			if !ok {
-				return req, nil, dtma.FieldErrorf(dtma.EINVALID, fmt.Sprintf("baseConfigOverrideJson.Env[%d]", i), "must be NAME=value")
-			}
-			if req.Spec.Env == nil {
-				req.Spec.Env = map[string]string{}
-			}
-			req.Spec.Env[k] = v
+	cfg, ignored, err := parseLegacyOverride(body.BaseConfigOverrideJSON)
+	if err != nil || cfg == nil {
+		return req, nil, ignored, err
+	}
+	for i, kv := range cfg.Env {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			return req, nil, ignored, dtma.FieldErrorf(dtma.EINVALID, fmt.Sprintf("baseConfigOverrideJson.Env[%d]", i), "must be NAME=value")
 		}
-		if cfg.HostConfig != nil {
-			pbKeys := make([]string, 0, len(cfg.HostConfig.PortBindings))
-			for k := range cfg.HostConfig.PortBindings {
-				pbKeys = append(pbKeys, k)
+		if req.Spec.Env == nil {
+			req.Spec.Env = map[string]string{}
+		}
+		req.Spec.Env[k] = v
+	}
+	if cfg.HostConfig != nil {
+		pbKeys := make([]string, 0, len(cfg.HostConfig.PortBindings))
+		for k := range cfg.HostConfig.PortBindings {
+			pbKeys = append(pbKeys, k)
+		}
+		sort.Strings(pbKeys)
+		for _, key := range pbKeys {
+			field := "baseConfigOverrideJson.HostConfig.PortBindings[\"" + key + "\"]"
+			portStr, proto, _ := strings.Cut(key, "/")
+			cport, err := strconv.Atoi(portStr)
+			if err != nil {
+				return req, nil, ignored, dtma.FieldErrorf(dtma.EINVALID, field, "key must be \"<port>/<protocol>\"")
 			}
-			sort.Strings(pbKeys)
-			for _, key := range pbKeys {
-				field := "baseConfigOverrideJson.HostConfig.PortBindings[\"" + key + "\"]"
-				portStr, proto, _ := strings.Cut(key, "/")
-				cport, err := strconv.Atoi(portStr)
-				if err != nil {
-					return req, nil, dtma.FieldErrorf(dtma.EINVALID, field, "key must be \"<port>/<protocol>\"")
-				}
-				bindings := cfg.HostConfig.PortBindings[key]
-				if len(bindings) == 0 {
-					bindings = []legacyBinding{{}}
-				}
-				for _, b := range bindings {
-					hp := 0
-					if s := strings.TrimSpace(b.HostPort); s != "" {
-						if hp, err = strconv.Atoi(s); err != nil {
-							return req, nil, dtma.FieldErrorf(dtma.EINVALID, field+".HostPort", "must be a port number")
-						}
+			bindings := cfg.HostConfig.PortBindings[key]
+			if len(bindings) == 0 {
+				bindings = []legacyBinding{{}}
+			}
+			for _, b := range bindings {
+				hp := 0
+				if s := strings.TrimSpace(b.HostPort); s != "" {
+					if hp, err = strconv.Atoi(s); err != nil {
+						return req, nil, ignored, dtma.FieldErrorf(dtma.EINVALID, field+".HostPort", "must be a port number")
 					}
-					req.Spec.Ports = append(req.Spec.Ports, dtma.Port{ContainerPort: cport, Protocol: proto, HostPort: hp, HostIP: b.HostIP})
-					keys = append(keys, key)
+				}
+				req.Spec.Ports = append(req.Spec.Ports, dtma.Port{ContainerPort: cport, Protocol: proto, HostPort: hp, HostIP: b.HostIP})
+				keys = append(keys, key)
+			}
+		}
+	}
+	return req, keys, ignored, nil
+}
+
+// parseLegacyOverride decodes baseConfigOverrideJson: absent or null is nil;
+// an object yields the parts DTMA uses and the names of the keys it ignores
+// (sorted); anything else is EINVALID naming the field.
+func parseLegacyOverride(raw json.RawMessage) (*legacyOverride, []string, error) {
+	const field = "baseConfigOverrideJson"
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, nil, nil
+	}
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &top); err != nil {
+		return nil, nil, dtma.FieldErrorf(dtma.EINVALID, field, "must be an object or null")
+	}
+	var ignored []string
+	for k, v := range top {
+		if !legacyUsedKeys[k] {
+			ignored = append(ignored, k)
+			continue
+		}
+		if k == "HostConfig" {
+			var hc map[string]json.RawMessage
+			if json.Unmarshal(v, &hc) == nil {
+				for hk := range hc {
+					if !legacyUsedKeys["HostConfig."+hk] {
+						ignored = append(ignored, "HostConfig."+hk)
+					}
 				}
 			}
 		}
 	}
-	return req, keys, nil
+	sort.Strings(ignored)
+	var cfg legacyOverride
+	if err := json.Unmarshal(raw, &cfg); err != nil {
+		var typ *json.UnmarshalTypeError
+		if errors.As(err, &typ) && typ.Field != "" {
+			return nil, ignored, dtma.FieldErrorf(dtma.EINVALID, field+"."+typ.Field, "must be %s", jsonTypeName(typ.Type.Kind().String()))
+		}
+		return nil, ignored, dtma.FieldErrorf(dtma.EINVALID, field, "cannot be decoded")
+	}
+	return &cfg, ignored, nil
 }
 
 func (s *Server) handleLegacyDeploy(w http.ResponseWriter, r *http.Request) {
@@ -183,10 +250,17 @@ func (s *Server) handleLegacyDeploy(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	req, keys, err := parseLegacyDeploy(body)
+	req, keys, ignored, err := parseLegacyDeploy(body)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
+	}
+	if len(ignored) > 0 {
+		s.Logger.Debug("legacy deploy: baseConfigOverrideJson keys ignored", "instance", logSafe(req.Name), "keys", logSafeList(ignored))
+	}
+	req.OnPortConflict = s.LegacyPortConflict
+	if req.OnPortConflict == "" {
+		req.OnPortConflict = dtma.PortConflictRemap
 	}
 	inst, created, err := s.Service.Deploy(r.Context(), req)
 	if err != nil {
@@ -205,7 +279,8 @@ func (s *Server) handleLegacyDeploy(w http.ResponseWriter, r *http.Request) {
 		"container_name":           inst.ContainerName,
 		"image":                    inst.Spec.Image,
 		"ports":                    t.Ports,
-		"state":                    t.Status,
+		"state":                    t.State,
+		"status":                   t.Status,
 		"dtma_status":              t.DTMAStatus,
 	}})
 }
@@ -220,7 +295,8 @@ func (s *Server) handleLegacyAction(action string) http.HandlerFunc {
 		writeJSON(w, http.StatusOK, map[string]any{
 			"success": true,
 			"message": actionMessage(action, inst, changed),
-			"data":    map[string]any{"state": dockerStatusWord(inst), "dtma_status": inst.Status, "changed": changed, "container_id": inst.ContainerID},
+			"data": map[string]any{"state": dockerStatusWord(inst), "status": dtma.BackendStatus(inst), "dtma_status": inst.Status,
+				"changed": changed, "container_id": inst.ContainerID},
 		})
 	}
 }
@@ -311,5 +387,29 @@ func (s *Server) handleLegacyStatus(w http.ResponseWriter, r *http.Request) {
 		"registry_ok":    h.RegistryOK,
 		"tool_instances": toLegacyTools(list),
 		"system_metrics": m,
+		"environment":    s.Environment,
 	})
+}
+
+// logSafe bounds a client-supplied string before it is logged.
+func logSafe(v string) string {
+	const max = 128
+	if len(v) <= max {
+		return v
+	}
+	return v[:max] + "…(truncated)"
+}
+
+// logSafeList bounds a client-supplied list of names before it is logged.
+func logSafeList(list []string) []string {
+	const max = 32
+	out := make([]string, 0, min(len(list), max))
+	for i, v := range list {
+		if i == max {
+			out = append(out, fmt.Sprintf("…(%d more)", len(list)-max))
+			break
+		}
+		out = append(out, logSafe(v))
+	}
+	return out
 }

@@ -91,7 +91,7 @@ func TestParseLegacyDeploy(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			req, keys, err := parseLegacyDeploy(parseBody(t, tt.body))
+			req, keys, _, err := parseLegacyDeploy(parseBody(t, tt.body))
 			if err != nil {
 				t.Fatalf("error %v", err)
 			}
@@ -114,8 +114,33 @@ func TestParseLegacyDeploy(t *testing.T) {
 		})
 	}
 
+	// The backend passes baseConfigOverrideJson through from its database:
+	// absent, null, or with keys of its UI's own. Those are accepted, and
+	// the unused keys named (for the debug log).
+	t.Run("override absent, null or with foreign keys", func(t *testing.T) {
+		for body, wantIgnored := range map[string][]string{
+			`{` + head[:len(head)-2] + `}`:                 nil,
+			`{` + head + `"baseConfigOverrideJson": null}`: nil,
+			`{` + head + `"baseConfigOverrideJson": {}}`:   nil,
+			`{` + head + `"baseConfigOverrideJson": {"uiPort": 8080, "Env": ["A=1"], "HostConfig": {"Privileged": true, "PortBindings": null}, "Labels": {}}}`: {"HostConfig.Privileged", "Labels", "uiPort"},
+		} {
+			req, _, ignored, err := parseLegacyDeploy(parseBody(t, body))
+			if err != nil {
+				t.Errorf("%s: %v", body, err)
+				continue
+			}
+			req.Normalize()
+			if err := req.Validate(); err != nil {
+				t.Errorf("%s: %v", body, err)
+			}
+			if !reflect.DeepEqual(ignored, wantIgnored) {
+				t.Errorf("%s: ignored %q, want %q", body, ignored, wantIgnored)
+			}
+		}
+	})
+
 	t.Run("account id and pull policy", func(t *testing.T) {
-		req, _, err := parseLegacyDeploy(parseBody(t, `{`+head+`"accountToolInstanceId": " 6F1C1F0E-4A59-4D5E-9A59-3F1D2C8B9E10 ", "pullPolicy": "never"}`))
+		req, _, _, err := parseLegacyDeploy(parseBody(t, `{`+head+`"accountToolInstanceId": " 6F1C1F0E-4A59-4D5E-9A59-3F1D2C8B9E10 ", "pullPolicy": "never"}`))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -138,10 +163,12 @@ func TestParseLegacyDeployErrors(t *testing.T) {
 		{"key without port", `{"baseConfigOverrideJson": {"HostConfig": {"PortBindings": {"/tcp": []}}}}`, pb + `["/tcp"]`},
 		{"HostPort abc", `{"baseConfigOverrideJson": {"HostConfig": {"PortBindings": {"8080/tcp": [{"HostPort": "abc"}]}}}}`, pb + `["8080/tcp"].HostPort`},
 		{"HostPort with a range", `{"baseConfigOverrideJson": {"HostConfig": {"PortBindings": {"8080/tcp": [{"HostPort": "30001-30002"}]}}}}`, pb + `["8080/tcp"].HostPort`},
+		{"override not an object", `{"baseConfigOverrideJson": "s3cr3t"}`, "baseConfigOverrideJson"},
+		{"Env not a list", `{"baseConfigOverrideJson": {"Env": {"A": "s3cr3t"}}}`, "baseConfigOverrideJson.Env"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, _, err := parseLegacyDeploy(parseBody(t, tt.body))
+			_, _, _, err := parseLegacyDeploy(parseBody(t, tt.body))
 			if code := dtma.ErrorCode(err); code != dtma.EINVALID {
 				t.Fatalf("code %q (%v), want invalid", code, err)
 			}
@@ -166,7 +193,7 @@ func TestParseLegacyDeployErrors(t *testing.T) {
 		} {
 			b := parseBody(t, body)
 			b.DockerImageURL, b.InstanceNameOnToolbox = "img", "n"
-			req, keys, err := parseLegacyDeploy(b)
+			req, keys, _, err := parseLegacyDeploy(b)
 			if err != nil {
 				t.Fatalf("%s: parse: %v", body, err)
 			}

@@ -32,9 +32,25 @@ type Server struct {
 	// PublicStatus serves GET /status without a token (the legacy
 	// behaviour some backend functions rely on).
 	PublicStatus bool
+	// LegacyPortConflict is what POST /tools does with a requested host
+	// port it cannot have (DTMA_LEGACY_PORT_CONFLICT); "" means
+	// dtma.PortConflictRemap. The v1 API always rejects.
+	LegacyPortConflict dtma.PortConflictPolicy
+	// Environment is GET /status's environment object, which the
+	// backend's operator console reads without a guard.
+	Environment LegacyEnvironment
 
 	srv      *http.Server
 	requests requestCounter
+}
+
+// LegacyEnvironment says which of the legacy agent's settings this agent
+// has (never their values). Field names are the backend's.
+type LegacyEnvironment struct {
+	HasAuthToken  bool   `json:"hasAuthToken"`  // DTMA_BEARER_TOKEN is set
+	HasAPIKey     bool   `json:"hasApiKey"`     // BACKEND_TO_DTMA_API_KEY is set
+	HasAPIBaseURL bool   `json:"hasApiBaseUrl"` // AGENTOPIA_API_BASE_URL is set (heartbeat on)
+	Port          string `json:"port"`          // the listen port, as a string
 }
 
 // route is one registered route; the OpenAPI test checks the v1 ones

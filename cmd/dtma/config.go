@@ -24,6 +24,7 @@ type config struct {
 	HostID          string
 	Tokens          []string
 	PublicStatus    bool
+	LegacyPorts     dtma.PortConflictPolicy
 	PortRangeStart  int
 	PortRangeEnd    int
 	DockerHost      string
@@ -39,6 +40,7 @@ type config struct {
 	ContainerLabels map[string]string
 	HeartbeatURL    string
 	HeartbeatEvery  time.Duration
+	HeartbeatRTD    bool
 	LogLevel        slog.Level
 	LogFormat       string
 }
@@ -55,7 +57,8 @@ var serveSettings = []setting{
 	{"data-dir", "/var/lib/dtma", "data directory (SQLite registry, host id)", []string{"DTMA_DATA_DIR"}},
 	{"host-id", "", "this agent's host id (default: generated once, stored in the data dir)", []string{"DTMA_HOST_ID"}},
 	{"token-file", "", "file holding accepted bearer tokens, one per line", []string{"DTMA_TOKEN_FILE"}},
-	{"public-status", "false", "serve GET /status without a token (legacy behaviour)", []string{"DTMA_PUBLIC_STATUS"}},
+	{"public-status", "false", "serve GET /status without a token (legacy behaviour; true or false)", []string{"DTMA_PUBLIC_STATUS"}},
+	{"legacy-port-conflict", "remap", "POST /tools asking for a host port it cannot have (the agent's own, another instance's, one in use): remap (publish on a port from --port-range) or reject (409)", []string{"DTMA_LEGACY_PORT_CONFLICT"}},
 	{"port-range", "31000-31999", "host ports allocated for host_port 0", []string{"DTMA_PORT_RANGE"}},
 	{"docker-host", "", "Docker daemon address (default: DOCKER_HOST or the local socket)", []string{"DOCKER_HOST"}},
 	{"default-host-ip", "", "host address ports without host_ip are published on (default: all interfaces)", []string{"DTMA_DEFAULT_HOST_IP"}},
@@ -70,6 +73,7 @@ var serveSettings = []setting{
 	{"container-labels", "", "extra labels for every container, k=v,k=v", []string{"DTMA_CONTAINER_LABELS"}},
 	{"heartbeat-url", "", "backend base URL for the heartbeat (POST <url>/heartbeat); empty disables it", []string{"AGENTOPIA_API_BASE_URL"}},
 	{"heartbeat-interval", "60s", "heartbeat period", []string{"DTMA_HEARTBEAT_INTERVAL"}},
+	{"heartbeat-runtime-details", "false", "send runtime_details in heartbeats (only for a backend that still has that column; true or false)", []string{"DTMA_HEARTBEAT_RUNTIME_DETAILS"}},
 	{"log-level", "info", "debug, info, warn or error", []string{"DTMA_LOG_LEVEL"}},
 	{"log-format", "json", "json or text", []string{"DTMA_LOG_FORMAT"}},
 }
@@ -123,13 +127,48 @@ func value(cmd *cobra.Command, s *streams, name string) string {
 	return ""
 }
 
+// origin returns the environment variable that gave setting name its
+// value, or "" when it came from the command line or the default.
+func origin(cmd *cobra.Command, s *streams, name string) string {
+	if f := cmd.Flags().Lookup(name); f != nil && f.Changed {
+		return ""
+	}
+	for _, st := range serveSettings {
+		if st.flag != name {
+			continue
+		}
+		for _, e := range st.env {
+			if s.getenv(e) != "" {
+				return e
+			}
+		}
+	}
+	return ""
+}
+
 // loadConfig reads the settings registered on cmd. Errors name the flag
-// and its environment variable.
+// and, when the value came from there, its environment variable.
 func loadConfig(cmd *cobra.Command, s *streams) (*config, error) {
 	c := &config{}
 	var errs []string
-	bad := func(name, why string) { errs = append(errs, fmt.Sprintf("--%s: %s", name, why)) }
+	bad := func(name, why string) {
+		msg := fmt.Sprintf("--%s: %s", name, why)
+		if e := origin(cmd, s, name); e != "" {
+			msg += " (set by " + e + ")"
+		}
+		errs = append(errs, msg)
+	}
 	has := func(name string) bool { return cmd.Flags().Lookup(name) != nil }
+	boolean := func(name string) bool {
+		if !has(name) {
+			return false
+		}
+		b, err := strconv.ParseBool(strings.TrimSpace(value(cmd, s, name)))
+		if err != nil {
+			bad(name, "must be true or false")
+		}
+		return b
+	}
 	dur := func(name string) time.Duration {
 		if !has(name) {
 			return 0
@@ -161,7 +200,14 @@ func loadConfig(cmd *cobra.Command, s *streams) (*config, error) {
 		if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 			bad("listen", "must be host:port or :port")
 		}
-		c.PublicStatus, _ = strconv.ParseBool(value(cmd, s, "public-status"))
+		c.PublicStatus = boolean("public-status")
+		c.HeartbeatRTD = boolean("heartbeat-runtime-details")
+		switch p := dtma.PortConflictPolicy(strings.ToLower(strings.TrimSpace(value(cmd, s, "legacy-port-conflict")))); p {
+		case dtma.PortConflictRemap, dtma.PortConflictReject:
+			c.LegacyPorts = p
+		default:
+			bad("legacy-port-conflict", "must be remap or reject")
+		}
 		c.DockerHost = value(cmd, s, "docker-host")
 		c.DefaultHostIP = value(cmd, s, "default-host-ip")
 		if c.DefaultHostIP != "" && net.ParseIP(c.DefaultHostIP) == nil {

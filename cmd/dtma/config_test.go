@@ -150,6 +150,10 @@ func TestConfigBadValuesNameTheFlag(t *testing.T) {
 		{"--log-level", map[string]string{"DTMA_LOG_LEVEL": "chatty"}, nil},
 		{"--log-format", nil, []string{"--log-format", "xml"}},
 		{"--token-file", nil, []string{"--token-file", filepath.Join(t.TempDir(), "missing")}},
+		{"--public-status", map[string]string{"DTMA_PUBLIC_STATUS": "yes"}, nil},
+		{"--public-status", nil, []string{"--public-status", "on"}},
+		{"--heartbeat-runtime-details", map[string]string{"DTMA_HEARTBEAT_RUNTIME_DETAILS": "y"}, nil},
+		{"--legacy-port-conflict", map[string]string{"DTMA_LEGACY_PORT_CONFLICT": "ignore"}, nil},
 	}
 	for _, tc := range cases {
 		_, err := serveConfig(t, tc.env, tc.args...)
@@ -159,6 +163,11 @@ func TestConfigBadValuesNameTheFlag(t *testing.T) {
 		}
 		if !strings.Contains(err.Error(), tc.flag+":") {
 			t.Errorf("env %v args %v: error %q does not name %s", tc.env, tc.args, err, tc.flag)
+		}
+		for k := range tc.env {
+			if !strings.Contains(err.Error(), "set by "+k) {
+				t.Errorf("env %v: error %q does not name the variable %s", tc.env, err, k)
+			}
 		}
 	}
 

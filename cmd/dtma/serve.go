@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -96,6 +97,14 @@ func serve(ctx context.Context, c *config, s *streams) error {
 		Logger:       log,
 		Tokens:       c.Tokens,
 		PublicStatus: c.PublicStatus,
+
+		LegacyPortConflict: c.LegacyPorts,
+		Environment: dtmahttp.LegacyEnvironment{
+			HasAuthToken:  strings.TrimSpace(s.getenv("DTMA_BEARER_TOKEN")) != "",
+			HasAPIKey:     strings.TrimSpace(s.getenv("BACKEND_TO_DTMA_API_KEY")) != "",
+			HasAPIBaseURL: c.HeartbeatURL != "",
+			Port:          strconv.Itoa(listenPort),
+		},
 	}
 	log.Info("dtma starting", "version", version, "host_id", hostID, "listen", l.Addr().String(), "registry", where)
 
@@ -117,6 +126,8 @@ func serve(ctx context.Context, c *config, s *streams) error {
 			Instances: ag.ListInstances,
 			Metrics:   metrics,
 			Log:       log,
+
+			RuntimeDetails: c.HeartbeatRTD,
 		}
 		wg.Add(1)
 		go func() {

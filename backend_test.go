@@ -1,0 +1,80 @@
+package dtma
+
+import (
+	"strings"
+	"testing"
+)
+
+// backendEnum is the backend's status_on_toolbox enum (the reference's
+// list); a heartbeat word outside it fails the backend's update.
+var backendEnum = strings.Split("pending_install installing active error_install pending_uninstall uninstalling uninstalled error_uninstall pending_config stopped starting stopping error_runtime disabled pending_deploy deploying running error pending_delete deleting", " ")
+
+// backendStatusMapping is the backend's GET /status mapping, as its source
+// applies it.
+func backendStatusMapping(status string) string {
+	switch strings.ToUpper(status) {
+	case "PENDING", "STARTING", "STOPPING":
+		return "deploying"
+	case "RUNNING":
+		return "running"
+	case "STOPPED":
+		return "stopped"
+	}
+	return "error"
+}
+
+func TestBackendWords(t *testing.T) {
+	tests := []struct {
+		name      string
+		status    Status
+		docker    DockerState
+		backend   string // what the backend shows after its /status mapping
+		heartbeat string // what it stores from the heartbeat
+	}{
+		{"deploy in progress", StatusDeploying, DockerMissing, "deploying", "deploying"},
+		{"start in progress", StatusStarting, DockerExited, "deploying", "starting"},
+		{"restart in progress", StatusRestarting, DockerRunning, "deploying", "starting"},
+		{"stop in progress", StatusStopping, DockerRunning, "deploying", "stopping"},
+		{"remove in progress", StatusRemoving, DockerRunning, "deploying", "deleting"},
+		{"running", StatusRunning, DockerRunning, "running", "running"},
+		{"paused", StatusRunning, DockerPaused, "running", "running"},
+		{"docker restarting it", StatusRunning, DockerRestarting, "deploying", "starting"},
+		{"stopped", StatusStopped, DockerExited, "stopped", "stopped"},
+		{"created, never started", StatusStopped, DockerCreated, "stopped", "stopped"},
+		{"dead", StatusStopped, DockerDead, "error", "error"},
+		{"crash loop", StatusCrashLoop, DockerRestarting, "error", "error"},
+		{"failed operation", StatusError, DockerExited, "error", "error"},
+		{"vanished", StatusMissing, DockerMissing, "error", "error"},
+		{"no status yet, running", "", DockerRunning, "running", "running"},
+		{"no status yet, exited", "", DockerExited, "stopped", "stopped"},
+		{"never observed", "", DockerUnknown, "error", "error"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			inst := &Instance{Status: tt.status, Observed: Observed{DockerStatus: tt.docker}}
+			b := BackendStatus(inst)
+			if got := backendStatusMapping(b); got != tt.backend {
+				t.Errorf("BackendStatus = %q, which the backend shows as %q; want %q", b, got, tt.backend)
+			}
+			if !contains(backendEnum, b) {
+				t.Errorf("BackendStatus = %q is not a word of the backend's enum", b)
+			}
+			h := HeartbeatStatus(inst)
+			if h != tt.heartbeat {
+				t.Errorf("HeartbeatStatus = %q, want %q", h, tt.heartbeat)
+			}
+			if !contains(backendEnum, h) {
+				t.Errorf("HeartbeatStatus = %q is not a word of the backend's enum", h)
+			}
+		})
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

@@ -89,7 +89,7 @@ func TestDockerDown(t *testing.T) {
 	if got := rcMustGet(t, a, acct); got.Name != "down one" || got.DockerStatus != "running" {
 		t.Fatalf("by account id with Docker down: %+v", got)
 	}
-	if lt := rcLegacyTool(t, a, "down two"); lt["status"] != "exited" {
+	if lt := rcLegacyTool(t, a, "down two"); lt["state"] != "exited" || lt["status"] != "stopped" {
 		t.Fatalf("legacy status with Docker down: %v", lt)
 	}
 	a.Expect(200, "GET", "/tools/down%20one/status", nil)

@@ -111,7 +111,7 @@ func TestDriftStoppedBehindBack(t *testing.T) {
 		return st == "exited" && u > u1
 	})
 	legacy := rcLegacyTool(t, a, "drift stop")
-	if legacy["status"] != "exited" || legacy["drift"] != true {
+	if legacy["state"] != "exited" || legacy["status"] != "stopped" || legacy["drift"] != true {
 		t.Fatalf("legacy status after docker stop: %v", legacy)
 	}
 

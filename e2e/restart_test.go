@@ -122,8 +122,9 @@ func TestRestartKeepsInstances(t *testing.T) {
 	}
 	for _, in := range insts {
 		want := map[bool]string{true: "running", false: "exited"}[in.running]
+		backendWord := map[bool]string{true: "running", false: "stopped"}[in.running]
 		tool := findTool(t, tools, in.name)
-		if tool["container_id"] != in.id || tool["status"] != want || tool["account_tool_instance_id"] != in.acct {
+		if tool["container_id"] != in.id || tool["state"] != want || tool["status"] != backendWord || tool["account_tool_instance_id"] != in.acct {
 			t.Errorf("/tools/status lists %q as %v", in.name, tool)
 		}
 		v := byName[in.name]

@@ -189,10 +189,13 @@ func TestValidationV1(t *testing.T) {
 	}
 }
 
-// TestValidationLegacy sends every bad or conflicting POST /tools.
+// TestValidationLegacy sends every bad or conflicting POST /tools to an
+// agent that rejects host ports it cannot have
+// (DTMA_LEGACY_PORT_CONFLICT=reject; the default remap is tested in
+// backend_test.go).
 func TestValidationLegacy(t *testing.T) {
 	t.Parallel()
-	a := StartAgent(t, AgentOptions{})
+	a := StartAgent(t, AgentOptions{Env: []string{"DTMA_LEGACY_PORT_CONFLICT=reject"}})
 	e := deployExisting(t, a, "legacy")
 	img := e.image
 	n := "New Tool " + uniqueSuffix()

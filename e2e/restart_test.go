@@ -225,7 +225,7 @@ func TestGracefulStopLeavesContainers(t *testing.T) {
 	checkDockerUnchanged(t, a, insts, "after the restart following SIGTERM")
 	for _, in := range insts {
 		r := a.Expect(200, "GET", "/tools/"+in.acct+"/status", nil)
-		if want := map[bool]string{true: "running", false: "exited"}[in.running]; r.JSON(t)["status"] != want {
+		if want := map[bool]string{true: "running", false: "stopped"}[in.running]; r.JSON(t)["status"] != want {
 			t.Errorf("status of %q after the restart: %s, want %s", in.name, r.Body, want)
 		}
 	}

@@ -254,7 +254,16 @@ type RuntimeDetails struct {
 	ContainerID  string       `json:"container_id"`
 	Image        string       `json:"image"`
 	StartedAt    string       `json:"started_at"` // RFC 3339, "" when never started
+	Ports        []Port       `json:"ports"`      // where the tool is really published
 	StateDetails StateDetails `json:"state_details"`
+}
+
+// Port is a published port in the legacy /status shape.
+type Port struct {
+	IP          string `json:"ip"`
+	PrivatePort int    `json:"private_port"`
+	PublicPort  int    `json:"public_port"`
+	Type        string `json:"type"`
 }
 
 // StateDetails is DTMA's own view of an instance, beyond what the legacy
@@ -275,6 +284,14 @@ func NewToolStatus(inst *dtma.Instance) ToolStatus {
 	if !inst.StartedAt.IsZero() {
 		started = inst.StartedAt.UTC().Format(time.RFC3339Nano)
 	}
+	ports := make([]Port, 0, len(inst.Ports))
+	for _, p := range inst.Ports {
+		ip := p.HostIP
+		if ip == "" {
+			ip = "0.0.0.0"
+		}
+		ports = append(ports, Port{IP: ip, PrivatePort: p.ContainerPort, PublicPort: p.HostPort, Type: p.Protocol})
+	}
 	return ToolStatus{
 		AccountToolInstanceID: inst.AccountToolInstanceID,
 		StatusOnToolbox:       StatusOnToolbox(inst),
@@ -282,6 +299,7 @@ func NewToolStatus(inst *dtma.Instance) ToolStatus {
 			ContainerID: inst.ContainerID,
 			Image:       inst.Spec.Image,
 			StartedAt:   started,
+			Ports:       ports,
 			StateDetails: StateDetails{
 				DockerStatus: string(inst.DockerStatus),
 				DTMAStatus:   string(inst.Status),

@@ -101,9 +101,11 @@ func instances() []*dtma.Instance {
 		{
 			Name:                  "Context7 MCP Server-1750278276605",
 			AccountToolInstanceID: "6f1c1f0e-4a59-4d5e-9a59-3f1d2c8b9e10",
-			Spec:                  dtma.Spec{Image: "ghcr.io/example/mcp-server:1.2.0", Env: map[string]string{"API_KEY": "secret-value"}},
-			DesiredState:          dtma.DesiredRunning,
-			Status:                dtma.StatusRunning,
+			Spec: dtma.Spec{Image: "ghcr.io/example/mcp-server:1.2.0", Env: map[string]string{"API_KEY": "secret-value"},
+				Ports: []dtma.Port{{ContainerPort: 8080, Protocol: "tcp", HostPort: 30000}}},
+			Ports:        []dtma.Port{{ContainerPort: 8080, Protocol: "tcp", HostPort: 31005}},
+			DesiredState: dtma.DesiredRunning,
+			Status:       dtma.StatusRunning,
 			Observed: dtma.Observed{
 				DockerStatus: dtma.DockerRunning,
 				ContainerID:  "abc123",
@@ -183,6 +185,7 @@ func TestSend_Body(t *testing.T) {
 	        "container_id": "abc123",
 	        "image": "ghcr.io/example/mcp-server:1.2.0",
 	        "started_at": "2025-06-18T20:24:36.123456789Z",
+	        "ports": [{"ip": "0.0.0.0", "private_port": 8080, "public_port": 31005, "type": "tcp"}],
 	        "state_details": {
 	          "docker_status": "running", "dtma_status": "running", "desired_state": "running",
 	          "exit_code": 0, "restart_count": 1, "drift": false, "last_error": ""
@@ -196,6 +199,7 @@ func TestSend_Body(t *testing.T) {
 	        "container_id": "ghi789",
 	        "image": "example/crash:2",
 	        "started_at": "",
+	        "ports": [],
 	        "state_details": {
 	          "docker_status": "exited", "dtma_status": "crashloop", "desired_state": "running",
 	          "exit_code": 3, "restart_count": 7, "drift": true, "last_error": "container exits with code 3"

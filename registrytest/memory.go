@@ -1,0 +1,254 @@
+package registrytest
+
+import (
+	"context"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/agentopia/dtma"
+)
+
+// Operation names passed to a Memory's failure hook (SetFail), one per
+// dtma.Registry method.
+const (
+	OpPing             = "Ping"
+	OpCreateInstance   = "CreateInstance"
+	OpUpdateInstance   = "UpdateInstance"
+	OpUpdateObserved   = "UpdateObserved"
+	OpDeleteInstance   = "DeleteInstance"
+	OpFindInstanceByID = "FindInstanceByID"
+	OpFindInstances    = "FindInstances"
+)
+
+// Memory is an in-memory dtma.Registry that keeps every promise the
+// conformance suite checks (Run passes against it), for tests of code that
+// uses a registry: the agent's unit tests, for one. It is safe for
+// concurrent use. Rows live in a store shared by the handles ForHost
+// returns, so that two hosts' rows can sit in one store, as in a PostgreSQL
+// fleet.
+//
+// Failures are injected with SetFail: the hook is asked before every
+// method and its error is returned instead of doing anything, which makes
+// the registry look down (return a dtma.EUNAVAILABLE error for that) or
+// refuse a write.
+type Memory struct {
+	store *memStore
+	host  string
+
+	mu     sync.Mutex
+	closed bool
+	fail   func(op string) error
+}
+
+var _ dtma.Registry = (*Memory)(nil)
+
+type memStore struct {
+	mu   sync.Mutex
+	rows map[string]*dtma.Instance
+}
+
+// NewMemory returns an empty in-memory registry for hostID.
+func NewMemory(hostID string) *Memory {
+	return &Memory{store: &memStore{rows: map[string]*dtma.Instance{}}, host: hostID}
+}
+
+// ForHost returns a handle on the same store for another host id, with its
+// own failure hook and its own Close.
+func (r *Memory) ForHost(hostID string) *Memory {
+	return &Memory{store: r.store, host: hostID}
+}
+
+// SetFail installs fail, which is called with the method name (the Op*
+// constants) before every method of this handle; a non-nil error is
+// returned as the method's error and the method does nothing. nil removes
+// the hook. Unavailable is the usual hook.
+func (r *Memory) SetFail(fail func(op string) error) {
+	r.mu.Lock()
+	r.fail = fail
+	r.mu.Unlock()
+}
+
+// Unavailable is a failure hook that makes every method fail with
+// EUNAVAILABLE, as a registry whose database is down does.
+func Unavailable(op string) error {
+	return dtma.Errorf(dtma.EUNAVAILABLE, "registry unavailable (%s)", op)
+}
+
+// HostID implements dtma.Registry.
+func (r *Memory) HostID() string { return r.host }
+
+func (r *Memory) check(op string) error {
+	r.mu.Lock()
+	closed, fail := r.closed, r.fail
+	r.mu.Unlock()
+	if closed {
+		return dtma.Errorf(dtma.EUNAVAILABLE, "registry is closed")
+	}
+	if fail != nil {
+		return fail(op)
+	}
+	return nil
+}
+
+// Ping implements dtma.Registry.
+func (r *Memory) Ping(context.Context) error { return r.check(OpPing) }
+
+// Close implements dtma.Registry: this handle fails with EUNAVAILABLE from
+// now on; the store and other handles are unaffected.
+func (r *Memory) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closed = true
+	return nil
+}
+
+func memNow() time.Time { return dtma.RegistryTime(time.Now()) }
+
+// clash returns a conflict error when inst's keys are taken by another row
+// of its host.
+func (s *memStore) clash(inst *dtma.Instance) error {
+	for _, row := range s.rows {
+		if row.ID == inst.ID || row.HostID != inst.HostID {
+			continue
+		}
+		switch {
+		case row.Name == inst.Name:
+			return dtma.FieldErrorf(dtma.ECONFLICT, "name", "%q is already used", inst.Name)
+		case row.ContainerName == inst.ContainerName:
+			return dtma.FieldErrorf(dtma.ECONFLICT, "container_name", "%q is already used", inst.ContainerName)
+		case inst.AccountToolInstanceID != "" && row.AccountToolInstanceID == inst.AccountToolInstanceID:
+			return dtma.FieldErrorf(dtma.ECONFLICT, "account_tool_instance_id", "%q is already used", inst.AccountToolInstanceID)
+		}
+	}
+	return nil
+}
+
+// CreateInstance implements dtma.Registry.
+func (r *Memory) CreateInstance(_ context.Context, inst *dtma.Instance) error {
+	if err := r.check(OpCreateInstance); err != nil {
+		return err
+	}
+	if inst.HostID == "" {
+		inst.HostID = r.host
+	} else if inst.HostID != r.host {
+		return dtma.FieldErrorf(dtma.EINVALID, "host_id", "belongs to another host")
+	}
+	if inst.ID == "" {
+		inst.ID = dtma.NewUUID()
+	}
+	t := memNow()
+	if inst.CreatedAt.IsZero() {
+		inst.CreatedAt = t
+	}
+	if inst.UpdatedAt.IsZero() {
+		inst.UpdatedAt = t
+	}
+	r.store.mu.Lock()
+	defer r.store.mu.Unlock()
+	if _, ok := r.store.rows[inst.ID]; ok {
+		return dtma.FieldErrorf(dtma.ECONFLICT, "id", "%q is already used", inst.ID)
+	}
+	if err := r.store.clash(inst); err != nil {
+		return err
+	}
+	r.store.rows[inst.ID] = Normalize(inst)
+	return nil
+}
+
+// UpdateInstance implements dtma.Registry.
+func (r *Memory) UpdateInstance(_ context.Context, inst *dtma.Instance) error {
+	if err := r.check(OpUpdateInstance); err != nil {
+		return err
+	}
+	r.store.mu.Lock()
+	defer r.store.mu.Unlock()
+	old, ok := r.store.rows[inst.ID]
+	if !ok || old.HostID != r.host {
+		return dtma.Errorf(dtma.ENOTFOUND, "instance %s not found", inst.ID)
+	}
+	c := Normalize(inst)
+	c.HostID, c.CreatedAt, c.UpdatedAt = old.HostID, old.CreatedAt, memNow()
+	if err := r.store.clash(c); err != nil {
+		return err
+	}
+	r.store.rows[inst.ID] = c
+	inst.UpdatedAt = c.UpdatedAt
+	return nil
+}
+
+// UpdateObserved implements dtma.Registry.
+func (r *Memory) UpdateObserved(_ context.Context, id string, o dtma.Observed) (bool, error) {
+	if err := r.check(OpUpdateObserved); err != nil {
+		return false, err
+	}
+	r.store.mu.Lock()
+	defer r.store.mu.Unlock()
+	old, ok := r.store.rows[id]
+	if !ok || old.HostID != r.host {
+		return false, dtma.Errorf(dtma.ENOTFOUND, "instance %s not found", id)
+	}
+	probe := old.Clone()
+	probe.Observed = o
+	probe = Normalize(probe)
+	if probe.Observed == old.Observed {
+		return false, nil
+	}
+	probe.UpdatedAt = memNow()
+	r.store.rows[id] = probe
+	return true, nil
+}
+
+// DeleteInstance implements dtma.Registry.
+func (r *Memory) DeleteInstance(_ context.Context, id string) error {
+	if err := r.check(OpDeleteInstance); err != nil {
+		return err
+	}
+	r.store.mu.Lock()
+	defer r.store.mu.Unlock()
+	if old, ok := r.store.rows[id]; ok && old.HostID == r.host {
+		delete(r.store.rows, id)
+	}
+	return nil
+}
+
+// FindInstanceByID implements dtma.Registry.
+func (r *Memory) FindInstanceByID(_ context.Context, id string) (*dtma.Instance, error) {
+	if err := r.check(OpFindInstanceByID); err != nil {
+		return nil, err
+	}
+	rows := r.find(dtma.InstanceFilter{ID: &id})
+	if len(rows) == 0 {
+		return nil, dtma.Errorf(dtma.ENOTFOUND, "instance %s not found", id)
+	}
+	return rows[0], nil
+}
+
+// FindInstances implements dtma.Registry.
+func (r *Memory) FindInstances(_ context.Context, f dtma.InstanceFilter) ([]*dtma.Instance, error) {
+	if err := r.check(OpFindInstances); err != nil {
+		return nil, err
+	}
+	return r.find(f), nil
+}
+
+func (r *Memory) find(f dtma.InstanceFilter) []*dtma.Instance {
+	r.store.mu.Lock()
+	defer r.store.mu.Unlock()
+	match := func(p *string, v string) bool { return p == nil || *p == v }
+	var out []*dtma.Instance
+	for _, row := range r.store.rows {
+		if (f.AllHosts || row.HostID == r.host) && match(f.ID, row.ID) && match(f.Name, row.Name) &&
+			(f.AccountToolInstanceID == nil || (row.AccountToolInstanceID != "" && *f.AccountToolInstanceID == row.AccountToolInstanceID)) &&
+			match(f.ContainerName, row.ContainerName) {
+			out = append(out, row.Clone())
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
+			return out[i].CreatedAt.Before(out[j].CreatedAt)
+		}
+		return out[i].Name < out[j].Name
+	})
+	return out
+}

@@ -51,6 +51,10 @@ type Config struct {
 	// PortFree reports whether nothing on the host binds the port; nil
 	// uses a real bind probe.
 	PortFree func(hostIP string, port int, proto string) bool
+
+	// Now is the clock crash-loop windows and recreate backoff are
+	// measured with; nil uses time.Now. Tests inject a fake clock.
+	Now func() time.Time
 }
 
 func (c *Config) setDefaults() {
@@ -83,6 +87,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.PortFree == nil {
 		c.PortFree = probePortFree
+	}
+	if c.Now == nil {
+		c.Now = time.Now
 	}
 }
 
@@ -152,7 +159,7 @@ func New(ctx context.Context, cfg Config, reg dtma.Registry, rt dtma.Runtime) (*
 	if err != nil {
 		return nil, fmt.Errorf("load registry: %w", err)
 	}
-	now := time.Now()
+	now := a.cfg.Now()
 	for _, inst := range rows {
 		a.view[inst.ID] = inst
 		if inst.Status == dtma.StatusCrashLoop {

@@ -794,7 +794,7 @@ func (a *Agent) flush(ctx context.Context) {
 
 // noteRestarts records n Docker restarts of an instance now.
 func (a *Agent) noteRestarts(id string, n int) {
-	now := time.Now()
+	now := a.cfg.Now()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for i := 0; i < n && i < a.cfg.CrashLoopRestarts; i++ {
@@ -805,7 +805,7 @@ func (a *Agent) noteRestarts(id string, n int) {
 // crashLooping reports whether the instance restarted at least
 // CrashLoopRestarts times within CrashLoopWindow.
 func (a *Agent) crashLooping(id string) bool {
-	cutoff := time.Now().Add(-a.cfg.CrashLoopWindow)
+	cutoff := a.cfg.Now().Add(-a.cfg.CrashLoopWindow)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	kept := a.restarts[id][:0]
@@ -826,11 +826,11 @@ func (a *Agent) recreateAllowed(id string) bool {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
 	b := a.recreate[id]
-	return b == nil || !time.Now().Before(b.next)
+	return b == nil || !a.cfg.Now().Before(b.next)
 }
 
 func (a *Agent) recreateDue() bool {
-	now := time.Now()
+	now := a.cfg.Now()
 	a.mu.RLock()
 	defer a.mu.RUnlock()
 	for _, b := range a.recreate {
@@ -854,7 +854,7 @@ func (a *Agent) recreateFailed(id string) {
 	if d > a.cfg.RecreateBackoffMax || d <= 0 {
 		d = a.cfg.RecreateBackoffMax
 	}
-	b.next = time.Now().Add(d)
+	b.next = a.cfg.Now().Add(d)
 }
 
 func (a *Agent) recreateSucceeded(id string) {

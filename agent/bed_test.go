@@ -264,3 +264,14 @@ func (b *bed) noSecretInLabels() {
 func sameStrings(a, b []string) bool { return slices.Equal(a, b) }
 
 func fmtCalls(calls []string) string { return fmt.Sprintf("%q", calls) }
+
+// failOps is a registry failure hook making the named operations (the
+// registrytest.Op* constants) fail with EUNAVAILABLE.
+func failOps(ops ...string) func(string) error {
+	return func(op string) error {
+		if slices.Contains(ops, op) {
+			return registrytest.Unavailable(op)
+		}
+		return nil
+	}
+}

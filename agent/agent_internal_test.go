@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -287,5 +288,37 @@ func TestListedUnchanged(t *testing.T) {
 	errored.Status = dtma.StatusError // kept until the next operation: no reason to inspect
 	if !a.listedUnchanged(errored, listed()) {
 		t.Errorf("a row in error whose container the list shows unchanged: want unchanged")
+	}
+}
+
+// TestProbePortFree: a port bound on loopback is not free; once released
+// it is.
+func TestProbePortFree(t *testing.T) {
+	for _, proto := range []string{"tcp", "udp"} {
+		var port int
+		var closeFn func() error
+		if proto == "tcp" {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			port, closeFn = l.Addr().(*net.TCPAddr).Port, l.Close
+		} else {
+			c, err := net.ListenPacket("udp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			port, closeFn = c.LocalAddr().(*net.UDPAddr).Port, c.Close
+		}
+		if probePortFree("127.0.0.1", port, proto) {
+			t.Errorf("%s port %d is bound but probed free", proto, port)
+		}
+		closeFn()
+		if !probePortFree("127.0.0.1", port, proto) {
+			t.Errorf("%s port %d is released but probed busy", proto, port)
+		}
+	}
+	if !probePortFree("127.0.0.1", 1, "sctp") {
+		t.Error("sctp is not probed: want free")
 	}
 }

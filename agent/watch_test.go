@@ -81,8 +81,15 @@ func TestRun(t *testing.T) {
 		return len(b.rt.CallsOf(runtimetest.Events)) > subscribed && b.rt.Subscribers() == 1
 	})
 
+	lists := len(b.rt.CallsOf(runtimetest.ListContainers))
 	b.rt.SetDown(true)
-	waitFor(t, "Docker noted down", func() bool { return !b.a.Health(b.ctx).DockerOK })
+	// The stream breaks; the agent resubscribes and its relist fails.
+	waitFor(t, "a relist attempt while Docker is down", func() bool {
+		return len(b.rt.CallsOf(runtimetest.ListContainers)) > lists
+	})
+	if h := b.a.Health(b.ctx); h.DockerOK {
+		t.Fatal("health says Docker is fine")
+	}
 	orphanRow := b.mustRow("orphan")
 	b.rt.SetState(orphan, dtma.DockerExited) // while down: no event reaches the agent
 	relists := len(b.rt.CallsOf(runtimetest.ListContainers))
@@ -231,5 +238,56 @@ func TestQuietRelist(t *testing.T) {
 	b.rt.SetDown(true)
 	if err := b.a.Relist(b.ctx); dtma.ErrorCode(err) != dtma.EUNAVAILABLE {
 		t.Errorf("relist with Docker down: %v", err)
+	}
+}
+
+// TestRelistDuringOperation: a relist that runs while an operation holds
+// the instance's lock leaves the instance to it (no second start, no
+// adoption of the container being deployed), and a container a remove has
+// just deleted is never brought back by a relist that listed it before.
+func TestRelistDuringOperation(t *testing.T) {
+	b := newBed(t)
+	b.open()
+	relisted := false
+	b.rt.OnCall(runtimetest.StartContainer, func(string) {
+		if !relisted {
+			relisted = true
+			if err := b.a.Relist(b.ctx); err != nil {
+				t.Errorf("relist: %v", err)
+			}
+		}
+	})
+	inst, _, err := b.a.Deploy(b.ctx, deployReq("tool"))
+	if err != nil || !relisted {
+		t.Fatalf("deploy: %v (relisted %v)", err, relisted)
+	}
+	if n := len(b.rt.CallsOf(runtimetest.StartContainer)); n != 1 {
+		t.Errorf("%d starts, want the deploy's only", n)
+	}
+	if rows := b.rows(); len(rows) != 1 || rows[0].Status != dtma.StatusRunning || rows[0].ContainerID != inst.ContainerID {
+		t.Errorf("rows after a deploy with a relist inside: %d", len(rows))
+	}
+	b.rt.OnCall(runtimetest.StartContainer, nil)
+
+	// The relist lists the container, then a remove deletes container and
+	// row before the relist looks at its rows: the relist's adoption must
+	// look again and leave the gone container gone.
+	removed := false
+	b.rt.OnReturn(runtimetest.ListContainers, func(string) {
+		b.rt.OnReturn(runtimetest.ListContainers, nil)
+		removed = true
+		if err := b.a.RemoveInstance(b.ctx, "tool"); err != nil {
+			t.Errorf("remove: %v", err)
+		}
+	})
+	b.relist()
+	if !removed {
+		t.Fatal("the remove did not run inside the relist")
+	}
+	if b.row("tool") != nil || len(b.rt.Containers()) != 0 {
+		t.Fatalf("a removed instance came back: row %v, %d containers", b.row("tool") != nil, len(b.rt.Containers()))
+	}
+	if _, err := b.a.FindInstance(b.ctx, "tool"); dtma.ErrorCode(err) != dtma.ENOTFOUND {
+		t.Fatalf("the view has the removed instance again")
 	}
 }

@@ -71,6 +71,7 @@ type Runtime struct {
 	fail       map[string]error
 	delay      map[string]time.Duration
 	hooks      map[string]func(arg string)
+	after      map[string]func(arg string)
 	down       bool
 	calls      []Call
 	subs       []*subscriber
@@ -99,6 +100,7 @@ func New(hostID string) *Runtime {
 		fail:       map[string]error{},
 		delay:      map[string]time.Duration{},
 		hooks:      map[string]func(string){},
+		after:      map[string]func(string){},
 	}
 }
 
@@ -148,6 +150,31 @@ func (r *Runtime) OnCall(method string, fn func(arg string)) {
 		r.hooks[method] = fn
 	}
 	r.mu.Unlock()
+}
+
+// OnReturn runs fn with the call's argument whenever a call of method has
+// acted, before the caller sees the answer (not for a call failed on entry:
+// daemon down, injected failure, context ended). It lets a test
+// change the daemon between, say, a list and what the caller does with it.
+// nil removes it.
+func (r *Runtime) OnReturn(method string, fn func(arg string)) {
+	r.mu.Lock()
+	if fn == nil {
+		delete(r.after, method)
+	} else {
+		r.after[method] = fn
+	}
+	r.mu.Unlock()
+}
+
+// leave runs the OnReturn hook of method, outside the lock.
+func (r *Runtime) leave(method, arg string) {
+	r.mu.Lock()
+	fn := r.after[method]
+	r.mu.Unlock()
+	if fn != nil {
+		fn(arg)
+	}
 }
 
 // SetDown makes the daemon unreachable (every call EUNAVAILABLE, event
@@ -253,7 +280,13 @@ func (r *Runtime) enter(ctx context.Context, method, arg string) error {
 }
 
 // Ping implements dtma.Runtime.
-func (r *Runtime) Ping(ctx context.Context) error { return r.enter(ctx, Ping, "") }
+func (r *Runtime) Ping(ctx context.Context) error {
+	if err := r.enter(ctx, Ping, ""); err != nil {
+		return err
+	}
+	r.leave(Ping, "")
+	return nil
+}
 
 // AddImage makes images present locally.
 func (r *Runtime) AddImage(images ...string) {
@@ -291,6 +324,7 @@ func (r *Runtime) EnsureImage(ctx context.Context, image string, policy dtma.Pul
 	if err := r.enter(ctx, EnsureImage, image); err != nil {
 		return "", err
 	}
+	defer r.leave(EnsureImage, image)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	present := r.images[image]
@@ -349,6 +383,7 @@ func (r *Runtime) CreateContainer(ctx context.Context, cfg dtma.ContainerConfig)
 	if err := r.enter(ctx, CreateContainer, cfg.Name); err != nil {
 		return "", err
 	}
+	defer r.leave(CreateContainer, cfg.Name)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.byRefLocked(cfg.Name) != nil {
@@ -379,6 +414,7 @@ func (r *Runtime) StartContainer(ctx context.Context, id string) (bool, error) {
 	if err := r.enter(ctx, StartContainer, id); err != nil {
 		return false, err
 	}
+	defer r.leave(StartContainer, id)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	c := r.byRefLocked(id)
@@ -405,6 +441,7 @@ func (r *Runtime) StopContainer(ctx context.Context, id string, timeout time.Dur
 	if err := r.enter(ctx, StopContainer, id); err != nil {
 		return false, err
 	}
+	defer r.leave(StopContainer, id)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	c := r.byRefLocked(id)
@@ -433,6 +470,7 @@ func (r *Runtime) RestartContainer(ctx context.Context, id string, timeout time.
 	if err := r.enter(ctx, RestartContainer, id); err != nil {
 		return err
 	}
+	defer r.leave(RestartContainer, id)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	c := r.byRefLocked(id)
@@ -453,6 +491,7 @@ func (r *Runtime) RemoveContainer(ctx context.Context, id string) error {
 	if err := r.enter(ctx, RemoveContainer, id); err != nil {
 		return err
 	}
+	defer r.leave(RemoveContainer, id)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if c := r.byRefLocked(id); c != nil {
@@ -476,6 +515,7 @@ func (r *Runtime) InspectContainer(ctx context.Context, idOrName string) (*dtma.
 	if err := r.enter(ctx, InspectContainer, idOrName); err != nil {
 		return nil, err
 	}
+	defer r.leave(InspectContainer, idOrName)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	c := r.byRefLocked(idOrName)
@@ -491,6 +531,7 @@ func (r *Runtime) ListContainers(ctx context.Context, hostID string) ([]*dtma.Co
 	if err := r.enter(ctx, ListContainers, hostID); err != nil {
 		return nil, err
 	}
+	defer r.leave(ListContainers, hostID)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []*dtma.Container
@@ -520,6 +561,7 @@ func (r *Runtime) ContainerLogs(ctx context.Context, id string, opts dtma.LogOpt
 	if err := r.enter(ctx, ContainerLogs, id); err != nil {
 		return nil, err
 	}
+	defer r.leave(ContainerLogs, id)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	c := r.byRefLocked(id)
@@ -552,6 +594,7 @@ func (r *Runtime) Events(ctx context.Context, hostID string) (<-chan dtma.Contai
 		close(s.ev)
 		return s.ev, s.errc
 	}
+	defer r.leave(Events, hostID)
 	r.mu.Lock()
 	r.subs = append(r.subs, s)
 	r.mu.Unlock()

@@ -161,7 +161,12 @@ func TestDirtyRowCatchUp(t *testing.T) {
 	b.seed("removed", dtma.DockerExited, func(i *dtma.Instance) { i.PendingOp, i.Status = dtma.OpRemove, dtma.StatusRemoving })
 	vanished := b.seed("vanished", dtma.DockerRunning, nil)
 	b.open()
+	// The pending remove is carried out, but its row cannot be deleted.
+	b.reg.SetFail(failOps(registrytest.OpDeleteInstance))
 	b.relist()
+	if b.row("removed") == nil || len(b.a.deleted) != 1 {
+		t.Fatalf("the deletion was to fail")
+	}
 	b.rt.SetState(stopped.ContainerID, dtma.DockerExited)
 	b.rt.Remove(vanished.ContainerID)
 	b.reg.SetFail(registrytest.Unavailable)

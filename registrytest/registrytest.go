@@ -1,6 +1,8 @@
 // Package registrytest is a conformance suite for dtma.Registry
 // implementations. An implementation's tests call Run (and Bench from a
-// benchmark) with a function that opens a registry for a host id.
+// benchmark) with a function that opens a registry for a host id. Memory
+// (NewMemory) is an in-memory registry that passes the suite, for unit
+// tests of code that uses a registry.
 //
 // # The open contract
 //

@@ -589,7 +589,9 @@ func (r *Runtime) ContainerLogs(ctx context.Context, id string, opts dtma.LogOpt
 func (r *Runtime) Events(ctx context.Context, hostID string) (<-chan dtma.ContainerEvent, <-chan error) {
 	s := &subscriber{host: hostID, ev: make(chan dtma.ContainerEvent, eventBufferLength), errc: make(chan error, 1)}
 	if err := r.enter(ctx, Events, hostID); err != nil {
-		s.errc <- err
+		if ctx.Err() == nil {
+			s.errc <- err // an ended context closes both without an error
+		}
 		close(s.errc)
 		close(s.ev)
 		return s.ev, s.errc

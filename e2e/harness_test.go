@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	dtmahttp "github.com/agentopia/dtma/http"
 	"github.com/agentopia/dtma/internal/dockertest"
 	"github.com/moby/moby/client"
 )
@@ -450,3 +451,6 @@ func Serves(port int, path, want string) bool {
 
 // EchoImage is the test image (built once, FROM scratch).
 func EchoImage(t testing.TB) string { return dockertest.EchoImage(t) }
+
+// Client returns the v1 client (the one the CLI uses) for this agent.
+func (a *Agent) Client() *dtmahttp.Client { return dtmahttp.NewClient(a.URL, Token) }

@@ -279,16 +279,16 @@ func TestClientConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.token != "bearer" || c.base != "http://127.0.0.1:30000" {
-		t.Errorf("fallbacks: token %q base %q, want DTMA_BEARER_TOKEN and the default URL", c.token, c.base)
+	if c.Token != "bearer" || c.BaseURL != "http://127.0.0.1:30000" {
+		t.Errorf("fallbacks: token %q base %q, want DTMA_BEARER_TOKEN and the default URL", c.Token, c.BaseURL)
 	}
 
 	c, err = newAPIClient(newCmd(), streamsWith(map[string]string{"DTMA_TOKEN": "tok", "DTMA_BEARER_TOKEN": "bearer", "DTMA_URL": "http://127.0.0.1:4000/"}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.token != "tok" || c.base != "http://127.0.0.1:4000" {
-		t.Errorf("env: token %q base %q, want DTMA_TOKEN and DTMA_URL without its trailing slash", c.token, c.base)
+	if c.Token != "tok" || c.BaseURL != "http://127.0.0.1:4000" {
+		t.Errorf("env: token %q base %q, want DTMA_TOKEN and DTMA_URL without its trailing slash", c.Token, c.BaseURL)
 	}
 
 	cmd := newCmd()
@@ -299,8 +299,8 @@ func TestClientConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.base != "http://127.0.0.1:5000" {
-		t.Errorf("--url and DTMA_URL: base %q, want --url's", c.base)
+	if c.BaseURL != "http://127.0.0.1:5000" {
+		t.Errorf("--url and DTMA_URL: base %q, want --url's", c.BaseURL)
 	}
 
 	// Through the real command: `dtma ls` without a token fails before

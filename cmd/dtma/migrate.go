@@ -10,6 +10,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	dtmahttp "github.com/agentopia/dtma/http"
 	"github.com/spf13/cobra"
 )
 
@@ -50,22 +51,17 @@ are reported and left alone; the exit code is then 2.`,
 			fmt.Fprintln(tw, "NAME\tACCOUNT TOOL INSTANCE\tACTION\tDETAIL")
 			counts := map[string]int{}
 			for _, e := range entries {
-				var res struct {
-					Action   string       `json:"action"`
-					Reason   string       `json:"reason"`
-					Instance *instanceRow `json:"instance"`
-				}
-				err := c.do(cmd.Context(), "POST", "/v1/adopt", map[string]any{
-					"name":                     e.InstanceNameOnToolbox,
-					"account_tool_instance_id": e.AccountToolInstanceID,
-					"image":                    e.DockerImageURL,
-					"dry_run":                  dryRun,
-				}, &res)
+				res, err := c.Adopt(cmd.Context(), dtmahttp.AdoptRequest{
+					Name:                  e.InstanceNameOnToolbox,
+					AccountToolInstanceID: e.AccountToolInstanceID,
+					Image:                 e.DockerImageURL,
+					DryRun:                dryRun,
+				})
 				detail := res.Reason
 				if err != nil {
-					res.Action, detail = "error", err.Error()
+					res.Action, detail = "error", cliMessage(err)
 				} else if res.Instance != nil && detail == "" {
-					detail = "container " + res.Instance.ContainerName + " (" + res.Instance.ShortContainerID() + ")"
+					detail = "container " + res.Instance.ContainerName + " (" + instanceRow{*res.Instance}.ShortContainerID() + ")"
 				}
 				action := res.Action
 				if dryRun && action == "adopt" {

@@ -101,7 +101,8 @@ func TestMatchExisting(t *testing.T) {
 	changed := same
 	changed.Spec = dtma.Spec{Image: "img:1", Env: map[string]string{"K": "secret-v2"}}
 	_, err := a.matchExisting(changed)
-	if dtma.ErrorCode(err) != dtma.ECONFLICT || !strings.Contains(err.Error(), "env K") || strings.Contains(err.Error(), "secret") {
+	if dtma.ErrorCode(err) != dtma.ECONFLICT || !strings.Contains(err.Error(), "env values differ") ||
+		strings.Contains(err.Error(), "secret") || strings.Contains(err.Error(), "K,") || strings.Contains(err.Error(), "env K") {
 		t.Fatalf("changed env: %v", err)
 	}
 	otherName := same
@@ -132,7 +133,7 @@ func TestInstanceFromContainer(t *testing.T) {
 	if inst.Spec.Ports[0].HostPort != 0 || inst.Ports[0].HostPort != 31005 {
 		t.Errorf("requested %+v resolved %+v", inst.Spec.Ports, inst.Ports)
 	}
-	if inst.SpecHash != "h" || inst.AccountToolInstanceID != "6f1c1f0e-4a59-4d5e-9a59-3f1d2c8b9e10" || inst.DesiredState != dtma.DesiredStopped {
+	if inst.SpecHash != inst.Spec.Hash() || inst.AccountToolInstanceID != "6f1c1f0e-4a59-4d5e-9a59-3f1d2c8b9e10" || inst.DesiredState != dtma.DesiredStopped {
 		t.Errorf("%+v", inst)
 	}
 }

@@ -297,7 +297,7 @@ func (a *Agent) relist(ctx context.Context, full bool) error {
 		var c *dtma.Container
 		for _, cand := range containers {
 			if claimed[cand.ID] || cand.Labels[dtma.LabelInstance] != inst.Name ||
-				cand.Labels[dtma.LabelSpecHash] != inst.SpecHash || a.get(cand.Labels[dtma.LabelInstanceID]) != nil {
+				!sameSpecHash(cand.Labels[dtma.LabelSpecHash], inst) || a.get(cand.Labels[dtma.LabelInstanceID]) != nil {
 				continue
 			}
 			fc, err := a.rt.InspectContainer(ctx, cand.ID)
@@ -693,6 +693,13 @@ func (a *Agent) adoptLabelled(ctx context.Context, c *dtma.Container) {
 	a.log.Info("adopted container", "instance", name, "container", c.Name, "id", c.ID)
 }
 
+// sameSpecHash reports whether a container's dtma.spec-hash label is the
+// hash of inst's spec: the current form, or the form an older agent wrote
+// (over env values), so that its containers are still recognised.
+func sameSpecHash(label string, inst *dtma.Instance) bool {
+	return label != "" && (label == inst.SpecHash || label == inst.Spec.Hash() || label == inst.Spec.LegacyHash())
+}
+
 // instanceFromContainer rebuilds a record from a DTMA-labelled container.
 func instanceFromContainer(c *dtma.Container, id, name string) *dtma.Instance {
 	spec := dtma.Spec{Image: c.Image}
@@ -716,10 +723,9 @@ func instanceFromContainer(c *dtma.Container, id, name string) *dtma.Instance {
 	} else {
 		spec.Ports = append([]dtma.Port(nil), c.Ports...)
 	}
-	hash := c.Labels[dtma.LabelSpecHash]
-	if hash == "" {
-		hash = spec.Hash()
-	}
+	// The hash is recomputed from the rebuilt spec rather than copied
+	// from the label: an older agent's label hashed env values.
+	hash := spec.Hash()
 	desired := dtma.DesiredStopped
 	if c.State == dtma.DockerRunning || c.State == dtma.DockerRestarting || c.State == dtma.DockerPaused {
 		desired = dtma.DesiredRunning

@@ -25,6 +25,17 @@ const (
 	LabelPorts      = "dtma.ports"                    // JSON of the requested Spec.Ports
 )
 
+// IsReservedLabel reports whether k is one of DTMA's own label keys: they
+// carry ownership, so no caller may set them and a container that has one
+// was made by a DTMA agent.
+func IsReservedLabel(k string) bool {
+	switch k {
+	case LabelManaged, LabelHost, LabelInstance, LabelInstanceID, LabelAccountID, LabelSpecHash, LabelEnvNames, LabelPorts:
+		return true
+	}
+	return false
+}
+
 // PullPolicy says when a deploy pulls its image.
 type PullPolicy string
 

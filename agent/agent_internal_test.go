@@ -247,3 +247,46 @@ func TestListedUnchanged(t *testing.T) {
 		t.Errorf("a row in error whose container the list shows unchanged: want unchanged")
 	}
 }
+
+func TestValidContainerRef(t *testing.T) {
+	id := strings.Repeat("ab", 32)
+	for _, ok := range []string{"legacy-tool", "/legacy-tool", "Tool_1.a", id, "abc123"} {
+		if !validContainerRef(ok) {
+			t.Errorf("validContainerRef(%q) = false", ok)
+		}
+	}
+	for _, bad := range []string{"", "/", "../images/x", "../containers", "a/b", ".hidden", "-x", "a..b", "a b", "x?y", "x%2f", strings.Repeat("a", 256), strings.ToUpper(id) + "/"} {
+		if validContainerRef(bad) {
+			t.Errorf("validContainerRef(%q) = true", bad)
+		}
+	}
+	c := &dtma.Container{ID: id, Name: "legacy-tool"}
+	for ref, want := range map[string]bool{id: true, "legacy-tool": true, "/legacy-tool": true, id[:12]: false, "legacy": false} {
+		if got := exactContainer(c, ref); got != want {
+			t.Errorf("exactContainer(%q) = %v, want %v", ref, got, want)
+		}
+	}
+}
+
+// Lookup resolves the instance id first, then the account id, then the
+// name; a row stored earlier under a UUID-shaped name cannot capture
+// another's id or account id, and still resolves by its name.
+func TestLookupOrder(t *testing.T) {
+	a := testAgent(nil)
+	victim := &dtma.Instance{ID: "11111111-1111-4111-8111-111111111111", Name: "victim", AccountToolInstanceID: "22222222-2222-4222-8222-222222222222"}
+	byID := &dtma.Instance{ID: "33333333-3333-4333-8333-333333333333", Name: victim.ID}
+	byAcct := &dtma.Instance{ID: "44444444-4444-4444-8444-444444444444", Name: strings.ToUpper(victim.AccountToolInstanceID)}
+	old := &dtma.Instance{ID: "55555555-5555-4555-8555-555555555555", Name: "66666666-6666-4666-8666-666666666666"}
+	for _, inst := range []*dtma.Instance{victim, byID, byAcct, old} {
+		a.view[inst.ID] = inst
+	}
+	for ref, want := range map[string]string{
+		victim.ID: victim.ID, strings.ToUpper(victim.ID): victim.ID,
+		victim.AccountToolInstanceID: victim.ID, strings.ToUpper(victim.AccountToolInstanceID): victim.ID,
+		"victim": victim.ID, old.Name: old.ID, byID.ID: byID.ID,
+	} {
+		if got := a.lookup(ref); got == nil || got.ID != want {
+			t.Errorf("lookup(%q) = %v, want %s", ref, got, want)
+		}
+	}
+}

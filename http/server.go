@@ -32,6 +32,8 @@ type Server struct {
 	// PublicStatus serves GET /status without a token (the legacy
 	// behaviour some backend functions rely on).
 	PublicStatus bool
+	// Adopt says who may call POST /v1/adopt ("" means AdoptLoopback).
+	Adopt AdoptPolicy
 
 	srv      *http.Server
 	requests requestCounter

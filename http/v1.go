@@ -299,6 +299,10 @@ type adoptRequestJSON struct {
 }
 
 func (s *Server) handleV1Adopt(w http.ResponseWriter, r *http.Request) {
+	if err := s.adoptAllowed(r); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	var body adoptRequestJSON
 	if err := decodeJSON(w, r, &body, true); err != nil {
 		s.writeError(w, r, err)

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/agentopia/dtma"
 	"github.com/agentopia/dtma/agent"
 	"github.com/agentopia/dtma/docker"
 	"github.com/agentopia/dtma/heartbeat"
@@ -84,6 +85,7 @@ func serve(ctx context.Context, c *config, s *streams) error {
 		CrashLoopRestarts: c.CrashRestarts,
 		CrashLoopWindow:   c.CrashWindow,
 		Logger:            log,
+		Registries:        &dtma.RegistryPolicy{Allow: c.RegistryAllow, Deny: c.RegistryDeny},
 	}, reg, rt)
 	if err != nil {
 		return err
@@ -96,6 +98,7 @@ func serve(ctx context.Context, c *config, s *streams) error {
 		Logger:       log,
 		Tokens:       c.Tokens,
 		PublicStatus: c.PublicStatus,
+		Adopt:        dtmahttp.AdoptPolicy(c.Adopt),
 	}
 	log.Info("dtma starting", "version", version, "host_id", hostID, "listen", l.Addr().String(), "registry", where)
 

@@ -632,7 +632,9 @@ func sameObserved(a, b dtma.Observed) bool {
 // and inspect data. It never restarts or recreates the container.
 func (a *Agent) adoptLabelled(ctx context.Context, c *dtma.Container) {
 	name := c.Labels[dtma.LabelInstance]
-	if name == "" || dtma.ValidateName(name) != nil {
+	// A UUID-shaped name is refused for new instances only: an older
+	// agent may have labelled its container with one.
+	if err := dtma.ValidateName(name); name == "" || (err != nil && !dtma.IsUUID(name)) {
 		a.log.Warn("container labelled for this host has no valid instance name; left alone", "container", c.Name)
 		return
 	}

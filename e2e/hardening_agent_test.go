@@ -267,7 +267,7 @@ func TestHardeningReferences(t *testing.T) {
 			"id": dtma.NewUUID(), "host_id": a.HostID, "name": n, "container_name": "dtma-old-" + sfx + "-" + string(rune('a'+i)),
 			"spec": map[string]any{"image": img}, "spec_hash": "x", "ports": []any{},
 			"desired_state": "stopped", "dtma_status": "missing", "tracking": "label",
-			"observed": map[string]any{"docker_status": "missing"},
+			"observed":   map[string]any{"docker_status": "missing"},
 			"created_at": time.Now().UTC(), "updated_at": time.Now().UTC(),
 		})
 	}

@@ -290,3 +290,21 @@ func TestLookupOrder(t *testing.T) {
 		}
 	}
 }
+
+// A look-alike container is claimed by spec only when its own env carries
+// the row's values: the label hash leaves them out.
+func TestSameEnvValues(t *testing.T) {
+	spec := dtma.Spec{Image: "x:1", Env: map[string]string{"API_KEY": "v1"}}
+	for env, want := range map[string]bool{"v1": true, "v2": false, "": false} {
+		c := &dtma.Container{Env: map[string]string{"PATH": "/bin"}}
+		if env != "" {
+			c.Env["API_KEY"] = env
+		}
+		if got := sameEnvValues(c, spec); got != want {
+			t.Errorf("container API_KEY=%q: sameEnvValues = %v, want %v", env, got, want)
+		}
+	}
+	if !sameSpecHash(spec.LegacyHash(), &dtma.Instance{Spec: spec, SpecHash: spec.Hash()}) || sameSpecHash("", &dtma.Instance{Spec: spec}) {
+		t.Errorf("sameSpecHash must accept the current and the older label, never an empty one")
+	}
+}

@@ -307,6 +307,11 @@ func (a *Agent) relist(ctx context.Context, full bool) error {
 				a.noteDocker(err)
 				return fmt.Errorf("relist: %w", err)
 			}
+			// The label hash leaves env values out; the container's own
+			// config must carry the row's values for it to be this spec.
+			if !sameEnvValues(fc, inst.Spec) {
+				continue
+			}
 			if sameHostPorts(fc.Ports, inst.Ports) || !neverStarted(fc) {
 				c = fc
 				break
@@ -700,6 +705,17 @@ func (a *Agent) adoptLabelled(ctx context.Context, c *dtma.Container) {
 // (over env values), so that its containers are still recognised.
 func sameSpecHash(label string, inst *dtma.Instance) bool {
 	return label != "" && (label == inst.SpecHash || label == inst.Spec.Hash() || label == inst.Spec.LegacyHash())
+}
+
+// sameEnvValues reports whether the inspected container c sets every env
+// variable of spec to the spec's value.
+func sameEnvValues(c *dtma.Container, spec dtma.Spec) bool {
+	for k, v := range spec.Env {
+		if cv, ok := c.Env[k]; !ok || cv != v {
+			return false
+		}
+	}
+	return true
 }
 
 // instanceFromContainer rebuilds a record from a DTMA-labelled container.

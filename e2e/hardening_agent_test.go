@@ -252,6 +252,10 @@ func TestHardeningReferences(t *testing.T) {
 	if e := v1Err(t, r); e.Error.Field != "ports[0].protocol" {
 		t.Errorf("sctp port: %+v", e.Error)
 	}
+	r = a.Expect(400, "POST", "/tools", legacyBody(img, "Sctp Legacy "+sfx, "", nil, map[string]any{"8080/sctp": []map[string]string{{"HostPort": "0"}}}))
+	if msg, _ := r.JSON(t)["message"].(string); !strings.Contains(msg, "8080/sctp") || !strings.Contains(msg, "sctp") {
+		t.Errorf("legacy sctp binding: %q, want a 400 naming the binding", msg)
+	}
 	for _, image := range []string{":5000/x", "/x:1"} {
 		r = a.Expect(400, "POST", "/v1/instances", map[string]any{"name": "No Host " + sfx, "image": image})
 		if e := v1Err(t, r); e.Error.Field != "image" {

@@ -91,7 +91,7 @@ const (
 // "allocate one"; in Instance.Ports it is always the resolved port.
 type Port struct {
 	ContainerPort int    `json:"container_port"`
-	Protocol      string `json:"protocol"` // tcp, udp or sctp
+	Protocol      string `json:"protocol"` // tcp or udp (sctp is refused by Validate)
 	HostPort      int    `json:"host_port"`
 	HostIP        string `json:"host_ip,omitempty"` // "" = the agent's default
 }

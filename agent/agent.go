@@ -317,8 +317,11 @@ func (a *Agent) noteRegistry(err error) {
 	a.health.mu.Unlock()
 }
 
+// noteDocker records Docker's health from an operation's outcome: nil says
+// it answered, EUNAVAILABLE that it did not. A failure of an image registry
+// (dtma.ErrRegistry) says nothing about Docker and is ignored.
 func (a *Agent) noteDocker(err error) {
-	if err != nil && dtma.ErrorCode(err) != dtma.EUNAVAILABLE {
+	if err != nil && (dtma.ErrorCode(err) != dtma.EUNAVAILABLE || errors.Is(err, dtma.ErrRegistry)) {
 		return
 	}
 	a.health.mu.Lock()

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -306,5 +307,20 @@ func TestSameEnvValues(t *testing.T) {
 	}
 	if !sameSpecHash(spec.LegacyHash(), &dtma.Instance{Spec: spec, SpecHash: spec.Hash()}) || sameSpecHash("", &dtma.Instance{Spec: spec}) {
 		t.Errorf("sameSpecHash must accept the current and the older label, never an empty one")
+	}
+}
+
+// A registry that cannot be reached does not mark Docker down; Docker
+// itself not answering does.
+func TestNoteDockerIgnoresRegistryFailures(t *testing.T) {
+	a := testAgent(nil)
+	a.kick = make(chan struct{}, 1)
+	a.noteDocker(&dtma.Error{Code: dtma.EUNAVAILABLE, Message: "pull image x: the registry could not be reached or failed", Err: fmt.Errorf("%w 127.0.0.1:1: refused", dtma.ErrRegistry)})
+	if a.health.dockerErr != nil {
+		t.Fatalf("a registry failure marked Docker down: %v", a.health.dockerErr)
+	}
+	a.noteDocker(dtma.Errorf(dtma.EUNAVAILABLE, "docker unavailable: ping"))
+	if a.health.dockerErr == nil {
+		t.Fatalf("Docker not answering was not recorded")
 	}
 }

@@ -181,11 +181,8 @@ func (a *Agent) createAndStart(ctx context.Context, inst *dtma.Instance, policy 
 		}
 	}
 	warning, err := a.rt.EnsureImage(ctx, inst.Spec.Image, policy)
-	if !errors.Is(err, dtma.ErrRegistry) {
-		// A registry that cannot be reached or refuses says nothing
-		// about Docker's health.
-		a.noteDocker(err)
-	}
+	a.noteDocker(err) // ignores registry failures: they say nothing of Docker
+
 	if err != nil {
 		return fmt.Errorf("deploy %s: %w", inst.Name, imageField(err))
 	}

@@ -23,6 +23,11 @@ func (a *Agent) Deploy(ctx context.Context, req dtma.DeployRequest) (*dtma.Insta
 	if err := req.Validate(); err != nil {
 		return nil, false, err
 	}
+	// Before any lock, write or pull: the registry host must be one the
+	// daemon may be sent to.
+	if err := a.cfg.Registries.CheckImage(ctx, req.Spec.Image); err != nil {
+		return nil, false, err
+	}
 	unlock, err := a.lockInstance(ctx, req.Name)
 	if err != nil {
 		return nil, false, err
@@ -118,7 +123,9 @@ func (a *Agent) matchExisting(req dtma.DeployRequest) (*dtma.Instance, error) {
 	if byName.PendingOp == dtma.OpRemove {
 		return nil, dtma.Errorf(dtma.ECONFLICT, "instance %q is being removed; retry when it is gone", req.Name)
 	}
-	if req.Spec.Hash() != byName.SpecHash {
+	if !req.Spec.Equal(byName.Spec) {
+		// Diff names env variables added or removed, never one whose
+		// only change is its value (that would confirm a guessed secret).
 		diff := byName.Spec.Diff(req.Spec)
 		if len(diff) == 0 {
 			diff = []string{"spec"}
@@ -172,8 +179,16 @@ func (a *Agent) labelsFor(inst *dtma.Instance) map[string]string {
 // name and dtma.instance-id label), and moves to the disambiguated name when
 // a foreign container holds the derived one.
 func (a *Agent) createAndStart(ctx context.Context, inst *dtma.Instance, policy dtma.PullPolicy) error {
+	// Rows stored before the registry policy existed (or before it was
+	// tightened) are held to it too whenever a pull may happen.
+	if policy != dtma.PullNever {
+		if err := a.cfg.Registries.CheckImage(ctx, inst.Spec.Image); err != nil {
+			return fmt.Errorf("deploy %s: %w", inst.Name, err)
+		}
+	}
 	warning, err := a.rt.EnsureImage(ctx, inst.Spec.Image, policy)
-	a.noteDocker(err)
+	a.noteDocker(err) // ignores registry failures: they say nothing of Docker
+
 	if err != nil {
 		return fmt.Errorf("deploy %s: %w", inst.Name, imageField(err))
 	}

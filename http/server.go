@@ -39,6 +39,8 @@ type Server struct {
 	// Environment is GET /status's environment object, which the
 	// backend's operator console reads without a guard.
 	Environment LegacyEnvironment
+	// Adopt says who may call POST /v1/adopt ("" means AdoptLoopback).
+	Adopt AdoptPolicy
 
 	srv      *http.Server
 	requests requestCounter

@@ -204,6 +204,10 @@ func (s *Server) handleV1Logs(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleV1Adopt(w http.ResponseWriter, r *http.Request) {
+	if err := s.adoptAllowed(r); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	var body AdoptRequest
 	if err := decodeJSON(w, r, &body, true); err != nil {
 		s.writeError(w, r, err)

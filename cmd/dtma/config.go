@@ -43,6 +43,9 @@ type config struct {
 	HeartbeatRTD    bool
 	LogLevel        slog.Level
 	LogFormat       string
+	RegistryAllow   []string // registry host patterns allowed despite being internal
+	RegistryDeny    []string // registry host patterns always refused
+	Adopt           string   // who may call POST /v1/adopt: loopback, off or any
 }
 
 // setting describes one configuration item: its flag and the environment
@@ -74,6 +77,9 @@ var serveSettings = []setting{
 	{"heartbeat-url", "", "backend base URL for the heartbeat (POST <url>/heartbeat); empty disables it", []string{"AGENTOPIA_API_BASE_URL"}},
 	{"heartbeat-interval", "60s", "heartbeat period", []string{"DTMA_HEARTBEAT_INTERVAL"}},
 	{"heartbeat-runtime-details", "false", "send runtime_details in heartbeats (only for a backend that still has that column; true or false)", []string{"DTMA_HEARTBEAT_RUNTIME_DETAILS"}},
+	{"registry-allow", "", "image registry hosts allowed although loopback/private: host, host:port, *.domain or CIDR, comma-separated", []string{"DTMA_REGISTRY_ALLOW"}},
+	{"registry-deny", "", "image registry hosts always refused (same patterns; wins over allow)", []string{"DTMA_REGISTRY_DENY"}},
+	{"adopt", "loopback", "who may call POST /v1/adopt (dtma migrate): loopback, off or any", []string{"DTMA_ADOPT"}},
 	{"log-level", "info", "debug, info, warn or error", []string{"DTMA_LOG_LEVEL"}},
 	{"log-format", "json", "json or text", []string{"DTMA_LOG_FORMAT"}},
 }
@@ -229,6 +235,18 @@ func loadConfig(cmd *cobra.Command, s *streams) (*config, error) {
 			bad("container-labels", err.Error())
 		}
 		c.ContainerLabels = labels
+		if c.RegistryAllow, err = dtma.ParseRegistryPatterns(value(cmd, s, "registry-allow")); err != nil {
+			bad("registry-allow", err.Error())
+		}
+		if c.RegistryDeny, err = dtma.ParseRegistryPatterns(value(cmd, s, "registry-deny")); err != nil {
+			bad("registry-deny", err.Error())
+		}
+		c.Adopt = strings.ToLower(strings.TrimSpace(value(cmd, s, "adopt")))
+		switch c.Adopt {
+		case "loopback", "off", "any":
+		default:
+			bad("adopt", "must be loopback, off or any")
+		}
 		tokens, err := readTokens(s, value(cmd, s, "token-file"))
 		if err != nil {
 			bad("token-file", err.Error())

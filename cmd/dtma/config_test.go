@@ -48,6 +48,19 @@ func mustServeConfig(t *testing.T, env map[string]string, args ...string) *confi
 	return c
 }
 
+// The registry policy and the adoption setting: loopback adoption and no
+// registry exceptions by default; patterns from the environment.
+func TestConfigHardening(t *testing.T) {
+	c := mustServeConfig(t, nil)
+	if c.Adopt != "loopback" || len(c.RegistryAllow) != 0 || len(c.RegistryDeny) != 0 {
+		t.Errorf("defaults: adopt %q allow %v deny %v", c.Adopt, c.RegistryAllow, c.RegistryDeny)
+	}
+	c = mustServeConfig(t, map[string]string{"DTMA_ADOPT": "Off", "DTMA_REGISTRY_ALLOW": "127.0.0.1:5000, *.corp.example", "DTMA_REGISTRY_DENY": "10.0.0.0/8"})
+	if c.Adopt != "off" || len(c.RegistryAllow) != 2 || c.RegistryAllow[1] != "*.corp.example" || len(c.RegistryDeny) != 1 {
+		t.Errorf("from env: adopt %q allow %v deny %v", c.Adopt, c.RegistryAllow, c.RegistryDeny)
+	}
+}
+
 func TestConfigDefaults(t *testing.T) {
 	c := mustServeConfig(t, nil)
 	if c.Listen != ":30000" {
@@ -154,6 +167,9 @@ func TestConfigBadValuesNameTheFlag(t *testing.T) {
 		{"--public-status", nil, []string{"--public-status", "on"}},
 		{"--heartbeat-runtime-details", map[string]string{"DTMA_HEARTBEAT_RUNTIME_DETAILS": "y"}, nil},
 		{"--legacy-port-conflict", map[string]string{"DTMA_LEGACY_PORT_CONFLICT": "ignore"}, nil},
+		{"--registry-allow", map[string]string{"DTMA_REGISTRY_ALLOW": "http://127.0.0.1:5000"}, nil},
+		{"--registry-deny", nil, []string{"--registry-deny", "10.0.0.0/99"}},
+		{"--adopt", map[string]string{"DTMA_ADOPT": "yes"}, nil},
 	}
 	for _, tc := range cases {
 		_, err := serveConfig(t, tc.env, tc.args...)

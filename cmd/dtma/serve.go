@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/agentopia/dtma"
 	"github.com/agentopia/dtma/agent"
 	"github.com/agentopia/dtma/docker"
 	"github.com/agentopia/dtma/heartbeat"
@@ -85,6 +86,7 @@ func serve(ctx context.Context, c *config, s *streams) error {
 		CrashLoopRestarts: c.CrashRestarts,
 		CrashLoopWindow:   c.CrashWindow,
 		Logger:            log,
+		Registries:        &dtma.RegistryPolicy{Allow: c.RegistryAllow, Deny: c.RegistryDeny},
 	}, reg, rt)
 	if err != nil {
 		return err
@@ -105,6 +107,7 @@ func serve(ctx context.Context, c *config, s *streams) error {
 			HasAPIBaseURL: c.HeartbeatURL != "",
 			Port:          strconv.Itoa(listenPort),
 		},
+		Adopt: dtmahttp.AdoptPolicy(c.Adopt),
 	}
 	log.Info("dtma starting", "version", version, "host_id", hostID, "listen", l.Addr().String(), "registry", where)
 

@@ -21,6 +21,10 @@ const (
 	DefaultIdleTimeout = 60 * time.Second
 	// DefaultMaxConns caps the connections served at once.
 	DefaultMaxConns = 1024
+	// maxHeaderBytes bounds a request's line and headers (net/http's
+	// default is 1 MB): a full set of connections can hold at most
+	// DefaultMaxConns × 64 KB of headers. Larger requests get a 431.
+	maxHeaderBytes = 64 << 10
 )
 
 // maxLogString bounds an untrusted string (a path, a method, a user agent,

@@ -146,6 +146,7 @@ func (s *Server) ListenAndServe(ctx context.Context, l net.Listener) error {
 		ReadHeaderTimeout: min(DefaultReadHeaderTimeout, readTimeout),
 		ReadTimeout:       readTimeout,
 		IdleTimeout:       idle,
+		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.Logger.Handler(), slog.LevelDebug),
 	}
 	l = LimitListener(l, maxConns)

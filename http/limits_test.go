@@ -85,12 +85,10 @@ func TestMetricsLabelsBounded(t *testing.T) {
 	}
 }
 
-// TestRefusalClosesWithoutReadingBody: a request announcing a body it
-// never sends is answered 401/403 at once, with Connection: close, and the
-// connection is closed; a token holder's slow body is cut by the read
-// timeout (400) and the connection closed.
-func TestRefusalClosesWithoutReadingBody(t *testing.T) {
-	s := &Server{Service: &fakeService{}, Tokens: []string{"tok"}, ReadTimeout: 500 * time.Millisecond, AuthFailureLimit: -1}
+// serveOn runs s on a loopback listener until the test ends and returns
+// its address.
+func serveOn(t *testing.T, s *Server) string {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -99,19 +97,35 @@ func TestRefusalClosesWithoutReadingBody(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- s.ListenAndServe(ctx, l) }()
 	t.Cleanup(func() { cancel(); <-done })
+	return l.Addr().String()
+}
 
+// TestRefusalClosesWithoutReadingBody: a request announcing a body it
+// never sends is answered 401/403/429 at once, with Connection: close, and
+// the connection closed — long before the read timeout (an hour here); a
+// token holder's slow body is cut by the read timeout (400) and the
+// connection closed.
+func TestRefusalClosesWithoutReadingBody(t *testing.T) {
+	patient := serveOn(t, &Server{Service: &fakeService{}, Tokens: []string{"tok"}, ReadTimeout: time.Hour, AuthFailureLimit: 2})
+	quick := serveOn(t, &Server{Service: &fakeService{}, Tokens: []string{"tok"}, ReadTimeout: 500 * time.Millisecond, AuthFailureLimit: -1})
 	for _, tc := range []struct {
-		auth   string
-		status int
-	}{{"", 401}, {"Authorization: Bearer wrong\r\n", 403}, {"Authorization: Bearer tok\r\n", 400}} {
-		c, err := net.Dial("tcp", l.Addr().String())
+		addr, auth string
+		status     int
+	}{
+		{patient, "", 401},
+		{patient, "Authorization: Bearer wrong\r\n", 403},
+		{patient, "Authorization: Bearer tok\r\n", 429}, // two failures above: limited
+		{quick, "Authorization: Bearer tok\r\n", 400},
+	} {
+		c, err := net.Dial("tcp", tc.addr)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(30 * time.Second)) // a generous cap, far above the read timeout
+		_ = c.SetDeadline(time.Now().Add(30 * time.Second)) // a generous cap, far below the patient server's read timeout
 		_, _ = io.WriteString(c, "POST /v1/instances HTTP/1.1\r\nHost: x\r\n"+tc.auth+"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
 		if err != nil {
 			t.Fatalf("%d case: no answer: %v", tc.status, err)
 		}
@@ -120,7 +134,7 @@ func TestRefusalClosesWithoutReadingBody(t *testing.T) {
 		if resp.StatusCode != tc.status || !resp.Close {
 			t.Errorf("status %d (want %d), Connection close %v", resp.StatusCode, tc.status, resp.Close)
 		}
-		if n, err := c.Read(make([]byte, 1)); err == nil {
+		if n, err := br.Read(make([]byte, 1)); err == nil {
 			t.Errorf("%d case: connection still open after the answer (read %d bytes)", tc.status, n)
 		} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
 			t.Errorf("%d case: connection not closed by the server", tc.status)

@@ -11,9 +11,11 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -54,6 +56,7 @@ type Server struct {
 	srv      *http.Server
 	requests requestCounter
 	patterns map[string]bool // the registered "METHOD /path" patterns
+	methods  []string        // the methods they use, HEAD with GET, sorted
 	limiter  *authLimiter    // nil when the limit is off
 }
 
@@ -113,6 +116,7 @@ func (s *Server) Handler() http.Handler {
 	}
 	mux := http.NewServeMux()
 	s.patterns = map[string]bool{}
+	methods := map[string]bool{}
 	for _, r := range s.routes() {
 		h := r.handler
 		if !r.Public {
@@ -120,8 +124,13 @@ func (s *Server) Handler() http.Handler {
 		}
 		pattern := r.Method + " " + r.Path
 		s.patterns[pattern] = true
+		methods[r.Method] = true
+		if r.Method == "GET" {
+			methods["HEAD"] = true
+		}
 		mux.HandleFunc(pattern, h)
 	}
+	s.methods = slices.Sorted(maps.Keys(methods))
 	mux.HandleFunc("/", s.authenticate(s.handleUnmatched(mux)))
 	return s.recover(s.logRequests(mux))
 }
@@ -347,7 +356,7 @@ func (s *Server) handleUnmatched(mux *http.ServeMux) http.HandlerFunc {
 // route has this path.
 func (s *Server) allowedMethods(mux *http.ServeMux, r *http.Request) []string {
 	var allow []string
-	for _, m := range []string{"DELETE", "GET", "HEAD", "POST"} {
+	for _, m := range s.methods {
 		probe := r.Clone(r.Context())
 		probe.Method = m
 		if _, pattern := mux.Handler(probe); s.patterns[pattern] {

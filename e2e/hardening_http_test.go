@@ -504,3 +504,28 @@ func TestTLSListenerReloadsOnSIGHUP(t *testing.T) {
 		t.Error("the key file's content was logged")
 	}
 }
+
+// TestLogFollowOutlivesReadTimeout: the read timeout bounds what a client
+// sends, not how long an answer streams: with DTMA_HTTP_READ_TIMEOUT=1s a
+// log follow keeps delivering new lines well past several timeouts, and a
+// token holder's deploy (body read at once) is answered.
+func TestLogFollowOutlivesReadTimeout(t *testing.T) {
+	t.Parallel()
+	img := EchoImage(t)
+	a := StartAgent(t, AgentOptions{Env: []string{"DTMA_HTTP_READ_TIMEOUT=1s"}})
+	name := "Follow " + uniqueSuffix()
+	port := freePort(t)
+	a.Expect(201, "POST", "/v1/instances", map[string]any{
+		"name": name, "image": img, "ports": []map[string]any{{"container_port": 8080, "host_port": port}},
+	})
+	lines, stop := followLogs(t, a, "/v1/instances/"+strings.ReplaceAll(name, " ", "%20")+"/logs?follow=true&tail=0")
+	defer stop()
+	start := time.Now()
+	for i := 0; time.Since(start) < 4*time.Second; i++ { // four read timeouts, one line at a time
+		mark := "/follow/" + strconv.Itoa(i) // the echo tool logs it, then answers 404
+		if !Serves(port, mark, "404 page not found\n") {
+			t.Fatalf("the tool does not answer %s", mark)
+		}
+		waitLine(t, lines, "request GET "+mark)
+	}
+}

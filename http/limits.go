@@ -45,21 +45,6 @@ func truncate(s string) string {
 	return s[:cut] + "…[truncated, " + strconv.Itoa(len(s)) + " bytes]"
 }
 
-// knownMethods are the methods counted in metrics under their own name;
-// every other method is counted as "other".
-var knownMethods = map[string]bool{
-	"GET": true, "HEAD": true, "POST": true, "PUT": true, "PATCH": true, "DELETE": true, "OPTIONS": true,
-}
-
-// methodLabel is the metrics label for a request method: the method when
-// it is a standard one, else "other".
-func methodLabel(m string) string {
-	if knownMethods[m] {
-		return m
-	}
-	return "other"
-}
-
 // limitListener accepts at most max connections at once: Accept blocks
 // while max connections are open (further clients wait in the kernel's
 // backlog) and continues when one closes.

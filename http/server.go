@@ -296,18 +296,6 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 	})
 }
 
-// routeLabel is the route a request was served by, as the metrics label
-// it: the registered path pattern (so instance names never become
-// labels), or "unmatched" for anything no route took (404, 405, the mux's
-// redirects).
-func (s *Server) routeLabel(r *http.Request) string {
-	if !s.patterns[r.Pattern] {
-		return "unmatched"
-	}
-	_, path, _ := strings.Cut(r.Pattern, " ")
-	return path
-}
-
 // remoteIP is the request's source address without the port.
 func remoteIP(r *http.Request) string {
 	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {

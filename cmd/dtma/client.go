@@ -3,10 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -39,7 +42,32 @@ func newAPIClient(cmd *cobra.Command, s *streams) (*apiClient, error) {
 	if token == "" {
 		return nil, fmt.Errorf("no token: set DTMA_TOKEN to the agent's bearer token")
 	}
-	return &apiClient{base: strings.TrimRight(base, "/"), token: token, http: &http.Client{Timeout: 5 * time.Minute}}, nil
+	hc := &http.Client{Timeout: 5 * time.Minute}
+	if ca := s.getenv("DTMA_CA_FILE"); ca != "" {
+		tr, err := trustingTransport(ca)
+		if err != nil {
+			return nil, err
+		}
+		hc.Transport = tr
+	}
+	return &apiClient{base: strings.TrimRight(base, "/"), token: token, http: hc}, nil
+}
+
+// trustingTransport returns a transport that trusts the PEM certificates
+// in file (an agent's self-signed certificate or its CA) instead of the
+// system's roots, for an agent serving HTTPS (DTMA_TLS_CERT_FILE).
+func trustingTransport(file string) (*http.Transport, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("DTMA_CA_FILE: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("DTMA_CA_FILE: no PEM certificate in %s", file)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	return tr, nil
 }
 
 // apiError is a non-2xx answer of the agent.

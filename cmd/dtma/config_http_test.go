@@ -1,6 +1,11 @@
 package main
 
 import (
+	"encoding/pem"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -35,5 +40,31 @@ func TestConfigHTTPHardening(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v %v: error %v, want one naming %s", tc.env, tc.args, err, tc.want)
 		}
+	}
+}
+
+// TestClientTrustsCAFile: `dtma ls` reaches an agent serving HTTPS with a
+// certificate no system root signed when DTMA_CA_FILE names it, and fails
+// verification without it.
+func TestClientTrustsCAFile(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeTestJSON(w, 200, map[string]any{"instances": []any{}})
+	}))
+	defer srv.Close()
+	ca := filepath.Join(t.TempDir(), "agent.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"DTMA_URL": srv.URL, "DTMA_TOKEN": fakeToken}
+	if _, _, err := runCLI(t, env, "ls"); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("without DTMA_CA_FILE: %v, want a certificate error", err)
+	}
+	env["DTMA_CA_FILE"] = ca
+	if _, stderr, err := runCLI(t, env, "ls"); err != nil {
+		t.Errorf("with DTMA_CA_FILE: %v %s", err, stderr)
+	}
+	env["DTMA_CA_FILE"] = filepath.Join(t.TempDir(), "none.pem")
+	if _, _, err := runCLI(t, env, "ls"); err == nil || !strings.Contains(err.Error(), "DTMA_CA_FILE") {
+		t.Errorf("missing DTMA_CA_FILE: %v", err)
 	}
 }

@@ -1,8 +1,13 @@
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"net/http"
+	"os"
 	"strings"
+	"time"
 
 	dtmahttp "github.com/agentopia/dtma/http"
 	"github.com/spf13/cobra"
@@ -29,7 +34,34 @@ func newAPIClient(cmd *cobra.Command, s *streams) (*dtmahttp.Client, error) {
 	if token == "" {
 		return nil, fmt.Errorf("no token: set DTMA_TOKEN to the agent's bearer token")
 	}
-	return dtmahttp.NewClient(base, token), nil
+	hc := &http.Client{Timeout: 5 * time.Minute}
+	if ca := s.getenv("DTMA_CA_FILE"); ca != "" {
+		tr, err := trustingTransport(ca)
+		if err != nil {
+			return nil, err
+		}
+		hc.Transport = tr
+	}
+	c := dtmahttp.NewClient(base, token)
+	c.HTTP = hc
+	return c, nil
+}
+
+// trustingTransport returns a transport that trusts the PEM certificates
+// in file (an agent's self-signed certificate or its CA) instead of the
+// system's roots, for an agent serving HTTPS (DTMA_TLS_CERT_FILE).
+func trustingTransport(file string) (*http.Transport, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("DTMA_CA_FILE: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("DTMA_CA_FILE: no PEM certificate in %s", file)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	return tr, nil
 }
 
 // instanceRow is a v1 instance (the wire type the agent serves) with what

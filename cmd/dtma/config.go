@@ -46,6 +46,12 @@ type config struct {
 	RegistryAllow   []string // registry host patterns allowed despite being internal
 	RegistryDeny    []string // registry host patterns always refused
 	Adopt           string   // who may call POST /v1/adopt: loopback, off or any
+
+	// The HTTP listener's hardening (serve only).
+	TLSCertFile, TLSKeyFile string        // both or neither
+	HTTPReadTimeout         time.Duration // headers and body of one request
+	MaxConnections          int           // served at once
+	AuthFailureLimit        int           // per source and minute; 0 = off
 }
 
 // setting describes one configuration item: its flag and the environment
@@ -82,6 +88,11 @@ var serveSettings = []setting{
 	{"adopt", "loopback", "who may call POST /v1/adopt (dtma migrate): loopback, off or any", []string{"DTMA_ADOPT"}},
 	{"log-level", "info", "debug, info, warn or error", []string{"DTMA_LOG_LEVEL"}},
 	{"log-format", "json", "json or text", []string{"DTMA_LOG_FORMAT"}},
+	{"tls-cert-file", "", "serve HTTPS with this PEM certificate (with --tls-key-file; reloaded on SIGHUP)", []string{"DTMA_TLS_CERT_FILE"}},
+	{"tls-key-file", "", "PEM private key for --tls-cert-file", []string{"DTMA_TLS_KEY_FILE"}},
+	{"http-read-timeout", "30s", "time a client has to send one request's headers and body", []string{"DTMA_HTTP_READ_TIMEOUT"}},
+	{"max-connections", "1024", "HTTP connections served at once (more wait in the backlog)", []string{"DTMA_MAX_CONNECTIONS"}},
+	{"auth-failure-limit", "10", "failed authentications per source address and minute before 429 (0: no limit)", []string{"DTMA_AUTH_FAILURE_LIMIT"}},
 }
 
 // registrySettings are the subset the registry commands use.
@@ -252,6 +263,7 @@ func loadConfig(cmd *cobra.Command, s *streams) (*config, error) {
 			bad("token-file", err.Error())
 		}
 		c.Tokens = tokens
+		loadHTTPHardening(cmd, s, c, bad, dur, num)
 	}
 	switch strings.ToLower(value(cmd, s, "log-level")) {
 	case "debug":
@@ -273,6 +285,27 @@ func loadConfig(cmd *cobra.Command, s *streams) (*config, error) {
 		return nil, fmt.Errorf("configuration: %s", strings.Join(errs, "; "))
 	}
 	return c, nil
+}
+
+// loadHTTPHardening reads the listener settings: TLS files (both or
+// neither), the request read timeout, the connection cap and the
+// failed-authentication limit.
+func loadHTTPHardening(cmd *cobra.Command, s *streams, c *config, bad func(name, why string), dur func(string) time.Duration, num func(string) int) {
+	c.TLSCertFile = value(cmd, s, "tls-cert-file")
+	c.TLSKeyFile = value(cmd, s, "tls-key-file")
+	switch {
+	case c.TLSCertFile != "" && c.TLSKeyFile == "":
+		bad("tls-key-file", "DTMA_TLS_KEY_FILE is required when DTMA_TLS_CERT_FILE (--tls-cert-file) is set")
+	case c.TLSKeyFile != "" && c.TLSCertFile == "":
+		bad("tls-cert-file", "DTMA_TLS_CERT_FILE is required when DTMA_TLS_KEY_FILE (--tls-key-file) is set")
+	}
+	c.HTTPReadTimeout = dur("http-read-timeout")
+	c.MaxConnections = num("max-connections")
+	n, err := strconv.Atoi(value(cmd, s, "auth-failure-limit"))
+	if err != nil || n < 0 {
+		bad("auth-failure-limit", "must be a whole number (0 turns the limit off)")
+	}
+	c.AuthFailureLimit = n
 }
 
 func parseRange(v string) (int, int, bool) {

@@ -4,10 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
+	"os"
+	"os/signal"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/agentopia/dtma"
@@ -50,6 +54,12 @@ func serve(ctx context.Context, c *config, s *streams) error {
 	hostID, err := resolveHostID(c)
 	if err != nil {
 		return err
+	}
+	var certs *dtmahttp.CertReloader
+	if c.TLSCertFile != "" {
+		if certs, err = dtmahttp.NewCertReloader(c.TLSCertFile, c.TLSKeyFile); err != nil {
+			return fmt.Errorf("--tls-cert-file/--tls-key-file: %w", err)
+		}
 	}
 	_, portStr, _ := net.SplitHostPort(c.Listen)
 	listenPort, _ := strconv.Atoi(portStr)
@@ -107,9 +117,22 @@ func serve(ctx context.Context, c *config, s *streams) error {
 			HasAPIBaseURL: c.HeartbeatURL != "",
 			Port:          strconv.Itoa(listenPort),
 		},
-		Adopt: dtmahttp.AdoptPolicy(c.Adopt),
+		Adopt:            dtmahttp.AdoptPolicy(c.Adopt),
+		ReadTimeout:      c.HTTPReadTimeout,
+		MaxConns:         c.MaxConnections,
+		AuthFailureLimit: c.AuthFailureLimit,
 	}
-	log.Info("dtma starting", "version", version, "host_id", hostID, "listen", l.Addr().String(), "registry", where)
+	if srv.AuthFailureLimit == 0 {
+		srv.AuthFailureLimit = -1 // the setting's 0 means off
+	}
+	var hup chan os.Signal
+	if certs != nil {
+		srv.TLSConfig = certs.TLSConfig()
+		hup = make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP) // before "dtma starting": a SIGHUP after it never kills the agent
+		defer signal.Stop(hup)
+	}
+	log.Info("dtma starting", "version", version, "host_id", hostID, "listen", l.Addr().String(), "registry", where, "tls", certs != nil)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -119,6 +142,13 @@ func serve(ctx context.Context, c *config, s *streams) error {
 		defer wg.Done()
 		_ = ag.Run(ctx)
 	}()
+	if certs != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			reloadOnHUP(ctx, hup, certs, log)
+		}()
+	}
 	if c.HeartbeatURL != "" {
 		hb := &heartbeat.Sender{
 			URL:       c.HeartbeatURL,
@@ -146,4 +176,22 @@ func serve(ctx context.Context, c *config, s *streams) error {
 		return err
 	}
 	return nil
+}
+
+// reloadOnHUP reads the TLS certificate and key again on every signal on
+// hup (SIGHUP) until ctx ends. A failed reload is logged and the old
+// certificate kept.
+func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, certs *dtmahttp.CertReloader, log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			if err := certs.Reload(); err != nil {
+				log.Error("TLS certificate reload failed; keeping the current certificate", "err", err)
+				continue
+			}
+			log.Info("TLS certificate reloaded")
+		}
+	}
 }

@@ -105,6 +105,11 @@ type Spec struct {
 	Image string            `json:"image"`
 	Env   map[string]string `json:"env,omitempty"`
 	Ports []Port            `json:"ports,omitempty"`
+	// Limits is the caller's per-deploy override of the host's resource
+	// limits (v1 only); unset fields take the host's defaults when the
+	// container is created. Omitted from the canonical form when unset,
+	// so a spec without it hashes exactly as before it existed.
+	Limits Limits `json:"limits,omitzero"`
 }
 
 // Hash returns a stable hex SHA-256 of the spec's canonical form (ports in a
@@ -118,7 +123,7 @@ func (s Spec) Hash() string {
 }
 
 func (s Spec) canonical() Spec {
-	c := Spec{Image: s.Image, Env: map[string]string{}, Ports: append([]Port(nil), s.Ports...)}
+	c := Spec{Image: s.Image, Env: map[string]string{}, Ports: append([]Port(nil), s.Ports...), Limits: s.Limits}
 	for k, v := range s.Env {
 		c.Env[k] = v
 	}
@@ -237,7 +242,7 @@ func (i *Instance) Clone() *Instance {
 }
 
 func (s Spec) canonicalCopy() Spec {
-	c := Spec{Image: s.Image, Ports: append([]Port(nil), s.Ports...)}
+	c := Spec{Image: s.Image, Ports: append([]Port(nil), s.Ports...), Limits: s.Limits}
 	if s.Env != nil {
 		c.Env = make(map[string]string, len(s.Env))
 		for k, v := range s.Env {

@@ -716,6 +716,12 @@ func instanceFromContainer(c *dtma.Container, id, name string) *dtma.Instance {
 	} else {
 		spec.Ports = append([]dtma.Port(nil), c.Ports...)
 	}
+	if raw, ok := c.Labels[dtma.LabelLimits]; ok {
+		var l dtma.Limits
+		if json.Unmarshal([]byte(raw), &l) == nil && dtma.ValidateLimits(l) == nil {
+			spec.Limits = l
+		}
+	}
 	hash := c.Labels[dtma.LabelSpecHash]
 	if hash == "" {
 		hash = spec.Hash()

@@ -39,7 +39,7 @@ func newRTFixture(t *testing.T) *rtFixture {
 	c := dockertest.Client(t)
 	image := dockertest.EchoImage(t)
 	dockertest.Cleanup(t, c, dockertest.TestLabel+"="+dockertest.RunID())
-	rt, err := docker.New(docker.Options{DefaultHostIP: "127.0.0.1", ExtraLabels: dockertest.Labels()})
+	rt, err := docker.New(docker.Options{DefaultHostIP: "127.0.0.1", ExtraLabels: dockertest.Labels(), Network: docker.NetworkBridge})
 	if err != nil {
 		t.Fatalf("docker.New: %v", err)
 	}

@@ -2,6 +2,7 @@ package http
 
 import (
 	"bufio"
+	"encoding/json"
 	"io"
 	"net/http"
 	"strconv"
@@ -28,6 +29,7 @@ type instanceJSON struct {
 	Tracking              string      `json:"tracking"`
 	Ports                 []dtma.Port `json:"ports"`
 	RequestedPorts        []dtma.Port `json:"requested_ports"`
+	Limits                *limitsJSON `json:"limits"`
 	StartedAt             *time.Time  `json:"started_at"`
 	FinishedAt            *time.Time  `json:"finished_at"`
 	ExitCode              int         `json:"exit_code"`
@@ -87,6 +89,7 @@ func toInstanceJSON(inst *dtma.Instance) instanceJSON {
 		Tracking:              string(inst.Tracking),
 		Ports:                 ports,
 		RequestedPorts:        req,
+		Limits:                toLimitsJSON(inst.Spec.Limits),
 		StartedAt:             timePtr(inst.StartedAt),
 		FinishedAt:            timePtr(inst.FinishedAt),
 		ExitCode:              inst.ExitCode,
@@ -108,12 +111,74 @@ func toInstanceList(list []*dtma.Instance) []instanceJSON {
 
 // deployRequestJSON is the body of POST /v1/instances.
 type deployRequestJSON struct {
-	Name                  string            `json:"name"`
-	AccountToolInstanceID string            `json:"account_tool_instance_id"`
-	Image                 string            `json:"image"`
-	Env                   map[string]string `json:"env"`
-	Ports                 []dtma.Port       `json:"ports"`
-	PullPolicy            string            `json:"pull_policy"`
+	Name                  string             `json:"name"`
+	AccountToolInstanceID string             `json:"account_tool_instance_id"`
+	Image                 string             `json:"image"`
+	Env                   map[string]string  `json:"env"`
+	Ports                 []dtma.Port        `json:"ports"`
+	PullPolicy            string             `json:"pull_policy"`
+	Limits                *limitsRequestJSON `json:"limits"`
+}
+
+// limitsRequestJSON is the optional per-deploy override of the host's
+// resource limits: memory as "512m" or bytes, pids, cpus as 0.5 or "0.5".
+type limitsRequestJSON struct {
+	Memory json.RawMessage `json:"memory"`
+	PIDs   *int64          `json:"pids"`
+	CPUs   json.RawMessage `json:"cpus"`
+}
+
+// limitsJSON is the per-deploy override as an instance shows it (null
+// when the instance takes the host's defaults).
+type limitsJSON struct {
+	Memory int64   `json:"memory,omitempty"` // bytes
+	PIDs   int64   `json:"pids,omitempty"`
+	CPUs   float64 `json:"cpus,omitempty"`
+}
+
+func toLimitsJSON(l dtma.Limits) *limitsJSON {
+	if l.IsZero() {
+		return nil
+	}
+	return &limitsJSON{Memory: l.Memory, PIDs: l.PIDs, CPUs: float64(l.MilliCPUs) / 1000}
+}
+
+// limits converts the request's override; a field given explicitly must
+// be a valid, positive value (omit it for the host's default). EINVALID
+// names limits.memory, limits.pids or limits.cpus.
+func (b *deployRequestJSON) limits() (dtma.Limits, error) {
+	var l dtma.Limits
+	if b.Limits == nil {
+		return l, nil
+	}
+	given := func(raw json.RawMessage) bool { return len(raw) > 0 && string(raw) != "null" }
+	if given(b.Limits.Memory) {
+		n, err := dtma.MemoryJSON(b.Limits.Memory)
+		if err != nil {
+			return l, dtma.FieldErrorf(dtma.EINVALID, "limits.memory", "%v", err)
+		}
+		if n == 0 {
+			return l, dtma.FieldErrorf(dtma.EINVALID, "limits.memory", "must be at least %s (omit it for the host's default)", dtma.FormatMemory(dtma.MinMemory))
+		}
+		l.Memory = n
+	}
+	if b.Limits.PIDs != nil {
+		if *b.Limits.PIDs <= 0 {
+			return l, dtma.FieldErrorf(dtma.EINVALID, "limits.pids", "must be at least %d (omit it for the host's default)", dtma.MinPIDs)
+		}
+		l.PIDs = *b.Limits.PIDs
+	}
+	if given(b.Limits.CPUs) {
+		n, err := dtma.CPUsJSON(b.Limits.CPUs)
+		if err != nil {
+			return l, dtma.FieldErrorf(dtma.EINVALID, "limits.cpus", "%v", err)
+		}
+		if n == 0 {
+			return l, dtma.FieldErrorf(dtma.EINVALID, "limits.cpus", "must be at least %s (omit it for the host's default)", dtma.FormatCPUs(dtma.MinMilliCPUs))
+		}
+		l.MilliCPUs = n
+	}
+	return l, nil
 }
 
 func (s *Server) handleV1Deploy(w http.ResponseWriter, r *http.Request) {
@@ -122,10 +187,15 @@ func (s *Server) handleV1Deploy(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	limits, err := body.limits()
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	inst, created, err := s.Service.Deploy(r.Context(), dtma.DeployRequest{
 		Name:                  body.Name,
 		AccountToolInstanceID: body.AccountToolInstanceID,
-		Spec:                  dtma.Spec{Image: body.Image, Env: body.Env, Ports: body.Ports},
+		Spec:                  dtma.Spec{Image: body.Image, Env: body.Env, Ports: body.Ports, Limits: limits},
 		PullPolicy:            dtma.PullPolicy(body.PullPolicy),
 	})
 	if err != nil {

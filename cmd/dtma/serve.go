@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/agentopia/dtma"
 	"github.com/agentopia/dtma/agent"
 	"github.com/agentopia/dtma/docker"
 	"github.com/agentopia/dtma/heartbeat"
@@ -66,7 +67,14 @@ func serve(ctx context.Context, c *config, s *streams) error {
 	}
 	defer reg.Close()
 
-	rt, err := docker.New(docker.Options{Host: c.DockerHost, DefaultHostIP: c.DefaultHostIP, ExtraLabels: c.ContainerLabels})
+	rt, err := docker.New(docker.Options{
+		Host:             c.DockerHost,
+		DefaultHostIP:    c.DefaultHostIP,
+		ExtraLabels:      c.ContainerLabels,
+		Network:          c.Network,
+		NetworkShardSize: c.NetworkShardSize,
+		NetworkSubnets:   c.NetworkSubnets,
+	})
 	if err != nil {
 		return fmt.Errorf("docker client: %w", err)
 	}
@@ -83,6 +91,9 @@ func serve(ctx context.Context, c *config, s *streams) error {
 		ResyncInterval:    c.ResyncInterval,
 		CrashLoopRestarts: c.CrashRestarts,
 		CrashLoopWindow:   c.CrashWindow,
+		DefaultLimits:     c.DefaultLimits,
+		MaxLimits:         c.MaxLimits,
+		Policy:            c.Policy,
 		Logger:            log,
 	}, reg, rt)
 	if err != nil {
@@ -97,7 +108,8 @@ func serve(ctx context.Context, c *config, s *streams) error {
 		Tokens:       c.Tokens,
 		PublicStatus: c.PublicStatus,
 	}
-	log.Info("dtma starting", "version", version, "host_id", hostID, "listen", l.Addr().String(), "registry", where)
+	log.Info("dtma starting", "version", version, "host_id", hostID, "listen", l.Addr().String(), "registry", where,
+		"network", c.Network, "default_limits", c.DefaultLimits.String(), "policy_rules", policyRules(c.Policy))
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -132,4 +144,12 @@ func serve(ctx context.Context, c *config, s *streams) error {
 		return err
 	}
 	return nil
+}
+
+// policyRules is how many image rules the policy holds (0 without one).
+func policyRules(p *dtma.Policy) int {
+	if p == nil {
+		return 0
+	}
+	return len(p.Images)
 }

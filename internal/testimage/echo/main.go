@@ -10,7 +10,7 @@
 //	EXIT_CODE      ...with this code (default 1), for crash-loop tests
 //
 // GET /env/NAME answers the value of the env var NAME. GET /dial?addr=IP:PORT
-// tries a TCP connection from inside the container (2 s timeout) and
+// tries a TCP connection from inside the container (1 s timeout) and
 // answers "ok" or "fail: <reason>", for network isolation tests. Every request is logged
 // to stdout as "request GET /path"; startup logs "listening on :PORT". SIGTERM
 // and SIGINT make it exit 0 promptly.
@@ -46,7 +46,7 @@ func run() int {
 		fmt.Fprint(w, os.Getenv(r.PathValue("name")))
 	})
 	mux.HandleFunc("GET /dial", func(w http.ResponseWriter, r *http.Request) {
-		c, err := net.DialTimeout("tcp", r.URL.Query().Get("addr"), 2*time.Second)
+		c, err := net.DialTimeout("tcp", r.URL.Query().Get("addr"), time.Second)
 		if err != nil {
 			fmt.Fprintf(w, "fail: %v", err)
 			return

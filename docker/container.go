@@ -114,13 +114,15 @@ func (r *Runtime) CreateContainer(ctx context.Context, cfg dtma.ContainerConfig)
 	}
 	var netCfg *network.NetworkingConfig
 	if r.isolated {
-		name, release, err := r.pickNetwork(ctx, labels[dtma.LabelHost])
+		id, release, err := r.pickNetwork(ctx, labels[dtma.LabelHost])
 		if err != nil {
 			return "", fmt.Errorf("create container %s: %w", cfg.Name, err)
 		}
 		defer release()
-		hc.NetworkMode = container.NetworkMode(name)
-		netCfg = &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{name: {}}}
+		// By id, also in the endpoint (what Docker resolves at start), so
+		// that a network name that exists twice is never ambiguous.
+		hc.NetworkMode = container.NetworkMode(id)
+		netCfg = &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{id: {NetworkID: id}}}
 	}
 
 	res, err := r.client.ContainerCreate(ctx, client.ContainerCreateOptions{

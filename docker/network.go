@@ -50,7 +50,7 @@ const (
 // that concurrent deploys never overfill a shard.
 type networks struct {
 	mu       sync.Mutex
-	inflight map[string]int // network name -> creates in progress
+	inflight map[string]int // network id -> creates in progress
 }
 
 // NetworkName returns the name of shard n of hostID's networks:
@@ -74,14 +74,17 @@ type shardNet struct {
 	shard    int
 }
 
-// pickNetwork returns the name of the network a new container of hostID
+// pickNetwork returns the id of the network a new container of hostID
 // joins: the lowest shard with room (containers attached, stopped ones
 // included, plus creates in progress below the shard size), creating the
 // next shard when all are full. Networks are found by their labels, so a
-// restarted agent finds the ones it made before and never duplicates
-// them. release must be called once the container create has finished
-// (whatever its outcome).
-func (r *Runtime) pickNetwork(ctx context.Context, hostID string) (name string, release func(), err error) {
+// restarted agent finds the ones it made before. Should a shard exist
+// twice (a create the daemon finished after the agent that asked was
+// killed, while the restarted agent made its own), both are used like any
+// other network: containers name their network by id, never by the
+// ambiguous name. release must be called once the container create has
+// finished (whatever its outcome).
+func (r *Runtime) pickNetwork(ctx context.Context, hostID string) (id string, release func(), err error) {
 	if hostID == "" {
 		return "", nil, dtma.Errorf(dtma.EINTERNAL, "an isolated container needs a %s label", dtma.LabelHost)
 	}
@@ -98,45 +101,43 @@ func (r *Runtime) pickNetwork(ctx context.Context, hostID string) (name string, 
 		}
 		res, err := r.client.ContainerList(ctx, client.ContainerListOptions{
 			All:     true,
-			Filters: make(client.Filters).Add("network", n.name),
+			Filters: make(client.Filters).Add("network", n.id),
 		})
 		if err != nil {
 			return "", nil, r.wrap(err, "count containers on network %s", n.name)
 		}
-		if len(res.Items)+r.nets.inflight[n.name] < r.shardSize {
-			return n.name, r.hold(n.name), nil
+		if len(res.Items)+r.nets.inflight[n.id] < r.shardSize {
+			return n.id, r.hold(n.id), nil
 		}
 	}
-	name, err = r.createNetwork(ctx, hostID, next)
+	id, err = r.createNetwork(ctx, hostID, next)
 	if err != nil {
 		return "", nil, err
 	}
-	return name, r.hold(name), nil
+	return id, r.hold(id), nil
 }
 
-// hold counts a create in progress on network name; the returned func
+// hold counts a create in progress on network id; the returned func
 // releases it. Caller holds r.nets.mu.
-func (r *Runtime) hold(name string) func() {
+func (r *Runtime) hold(id string) func() {
 	if r.nets.inflight == nil {
 		r.nets.inflight = map[string]int{}
 	}
-	r.nets.inflight[name]++
+	r.nets.inflight[id]++
 	var once sync.Once
 	return func() {
 		once.Do(func() {
 			r.nets.mu.Lock()
 			defer r.nets.mu.Unlock()
-			if r.nets.inflight[name]--; r.nets.inflight[name] <= 0 {
-				delete(r.nets.inflight, name)
+			if r.nets.inflight[id]--; r.nets.inflight[id] <= 0 {
+				delete(r.nets.inflight, id)
 			}
 		})
 	}
 }
 
-// hostNetworks lists hostID's DTMA networks by label, lowest shard first.
-// Should two networks carry one shard number (two processes raced with
-// the same host id), the older is used and the other is still counted as
-// a shard.
+// hostNetworks lists hostID's DTMA networks by label, lowest shard first
+// (of two with one shard number, the older first).
 func (r *Runtime) hostNetworks(ctx context.Context, hostID string) ([]shardNet, error) {
 	res, err := r.client.NetworkList(ctx, client.NetworkListOptions{
 		Filters: make(client.Filters).Add("label", dtma.LabelManaged+"=true").Add("label", dtma.LabelHost+"="+hostID),
@@ -172,7 +173,8 @@ func (r *Runtime) hostNetworks(ctx context.Context, hostID string) ([]shardNet, 
 // createNetwork creates shard n of hostID's networks: a bridge with
 // inter-container traffic off, labelled dtma.managed, dtma.host, the shard
 // number and the runtime's extra labels, on a subnet of Options.
-// NetworkSubnets when set (Docker's default address pools otherwise).
+// NetworkSubnets when set (Docker's default address pools otherwise). It
+// returns the new network's id.
 func (r *Runtime) createNetwork(ctx context.Context, hostID string, n int) (string, error) {
 	name := NetworkName(hostID, n)
 	labels := make(map[string]string, len(r.extraLabels)+3)
@@ -188,10 +190,11 @@ func (r *Runtime) createNetwork(ctx context.Context, hostID string, n int) (stri
 		Labels:  labels,
 	}
 	if !r.subnets.IsValid() {
-		if _, err := r.client.NetworkCreate(ctx, name, opts); err != nil {
+		res, err := r.client.NetworkCreate(ctx, name, opts)
+		if err != nil {
 			return "", r.wrap(err, "create network %s", name)
 		}
-		return name, nil
+		return res.ID, nil
 	}
 	// Pick a free subnet of the pool: start at a place derived from the
 	// host id (agents sharing a daemon spread out), skip subnets other
@@ -213,9 +216,9 @@ func (r *Runtime) createNetwork(ctx context.Context, hostID string, n int) (stri
 		}
 		tries++
 		opts.IPAM = &network.IPAM{Config: []network.IPAMConfig{{Subnet: sub}}}
-		_, err := r.client.NetworkCreate(ctx, name, opts)
+		res, err := r.client.NetworkCreate(ctx, name, opts)
 		if err == nil {
-			return name, nil
+			return res.ID, nil
 		}
 		lastErr = err
 		if !strings.Contains(strings.ToLower(err.Error()), "overlap") {

@@ -106,8 +106,8 @@ func TestIsolatedCreate(t *testing.T) {
 	if len(got) != 2 || got[docker.NetworkName(host, 0)] != 2 || got[docker.NetworkName(host, 1)] != 1 {
 		t.Fatalf("networks %v, want %v", got, want)
 	}
-	if net := string(hc.NetworkMode); got[net] == 0 {
-		t.Errorf("container's network mode %q is not one of the host's networks %v", net, got)
+	if n, err := c.NetworkInspect(ctx, string(hc.NetworkMode), client.NetworkInspectOptions{}); err != nil || got[n.Network.Name] == 0 {
+		t.Errorf("container's network mode %q is not one of the host's networks %v (%v)", hc.NetworkMode, got, err)
 	}
 
 	// A new runtime (the agent restarted) fills shard 1, then makes shard 2.
@@ -162,4 +162,62 @@ func capNames(caps []string) []string {
 		out[i] = strings.TrimPrefix(c, "CAP_")
 	}
 	return out
+}
+
+// TestIsolatedDuplicateShard: a shard whose network exists twice under one
+// name (the daemon finished a create for an agent killed meanwhile, and
+// the restarted agent made its own) never makes a container unstartable:
+// containers name their network by id.
+func TestIsolatedDuplicateShard(t *testing.T) {
+	c := dockertest.Client(t)
+	image := dockertest.EchoImage(t)
+	testValue := dockertest.RunID() + "-dup"
+	dockertest.Cleanup(t, c, dockertest.TestLabel+"="+testValue)
+	host := "test-" + dockertest.RunID() + "-dup"
+	rt, err := docker.New(docker.Options{ExtraLabels: map[string]string{dockertest.TestLabel: testValue}, NetworkShardSize: 2, NetworkSubnets: "10.213.0.0/16"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	ctx := context.Background()
+	run := func(i int) {
+		t.Helper()
+		name := "dtma-test-" + testValue + "-" + strconv.Itoa(i)
+		id, err := rt.CreateContainer(ctx, dtma.ContainerConfig{Name: name, Image: image,
+			Labels: map[string]string{dtma.LabelManaged: "true", dtma.LabelHost: host, dtma.LabelInstance: name}})
+		if err != nil {
+			t.Fatalf("create %d: %v", i, err)
+		}
+		if _, err := rt.StartContainer(ctx, id); err != nil {
+			t.Fatalf("start %d: %v", i, err)
+		}
+	}
+	run(0)
+	// The twin of shard 0: same name, same labels.
+	if _, err := c.NetworkCreate(ctx, docker.NetworkName(host, 0), client.NetworkCreateOptions{Driver: "bridge",
+		Options: map[string]string{"com.docker.network.bridge.enable_icc": "false"},
+		Labels:  map[string]string{dtma.LabelManaged: "true", dtma.LabelHost: host, docker.LabelNetworkShard: "0", dockertest.TestLabel: testValue}}); err != nil {
+		t.Fatalf("create the twin network: %v", err)
+	}
+	for i := 1; i < 5; i++ {
+		run(i)
+	}
+	nets, err := c.NetworkList(ctx, client.NetworkListOptions{Filters: make(client.Filters).Add("label", dtma.LabelHost+"="+host)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	for _, n := range nets.Items {
+		list, err := c.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: make(client.Filters).Add("network", n.ID)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(list.Items) > 2 {
+			t.Errorf("network %s (%s) holds %d containers, shard size 2", n.Name, n.ID[:12], len(list.Items))
+		}
+		total += len(list.Items)
+	}
+	if total != 5 {
+		t.Errorf("%d containers on the host's %d networks, want 5", total, len(nets.Items))
+	}
 }

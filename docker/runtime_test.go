@@ -610,7 +610,7 @@ func TestRuntimeUnavailable(t *testing.T) {
 	wantCode(t, "inspect", err, dtma.EUNAVAILABLE)
 	_, err = rt.ListContainers(ctx, "h")
 	wantCode(t, "list", err, dtma.EUNAVAILABLE)
-	_, err = rt.CreateContainer(ctx, dtma.ContainerConfig{Name: "x", Image: "busybox", Env: map[string]string{"K": "secret-v"}})
+	_, err = rt.CreateContainer(ctx, dtma.ContainerConfig{Name: "x", Image: "busybox", Env: map[string]string{"K": "secret-v"}, Labels: map[string]string{dtma.LabelHost: "h"}})
 	wantCode(t, "create", err, dtma.EUNAVAILABLE)
 	if strings.Contains(err.Error(), "secret-v") {
 		t.Errorf("create error reveals an env value: %v", err)

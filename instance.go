@@ -106,6 +106,11 @@ type Spec struct {
 	Image string            `json:"image"`
 	Env   map[string]string `json:"env,omitempty"`
 	Ports []Port            `json:"ports,omitempty"`
+	// Limits is the caller's per-deploy override of the host's resource
+	// limits (v1 only); unset fields take the host's defaults when the
+	// container is created. Omitted from the canonical form when unset,
+	// so a spec without it hashes exactly as before it existed.
+	Limits Limits `json:"limits,omitzero"`
 }
 
 // Hash returns a stable hex SHA-256 of the spec's public shape: the image,
@@ -119,11 +124,12 @@ type Spec struct {
 func (s Spec) Hash() string {
 	c := s.canonical()
 	shape := struct {
-		V     int      `json:"v"`
-		Image string   `json:"image"`
-		Env   []string `json:"env_names"`
-		Ports []Port   `json:"ports"`
-	}{V: 2, Image: c.Image, Env: c.EnvNames(), Ports: c.Ports}
+		V      int      `json:"v"`
+		Image  string   `json:"image"`
+		Env    []string `json:"env_names"`
+		Ports  []Port   `json:"ports"`
+		Limits Limits   `json:"limits,omitzero"` // left out when unset: older hashes stay valid
+	}{V: 2, Image: c.Image, Env: c.EnvNames(), Ports: c.Ports, Limits: c.Limits}
 	b, _ := json.Marshal(shape)
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
@@ -140,10 +146,10 @@ func (s Spec) LegacyHash() string {
 }
 
 // Equal reports whether s and o ask for the same container: same image,
-// same env names and values, same ports in any order. It is how a re-deploy
-// is told identical (Hash leaves env values out).
+// same env names and values, same ports in any order, same limits. It is
+// how a re-deploy is told identical (Hash leaves env values out).
 func (s Spec) Equal(o Spec) bool {
-	if s.Image != o.Image || len(s.Env) != len(o.Env) {
+	if s.Image != o.Image || len(s.Env) != len(o.Env) || s.Limits != o.Limits {
 		return false
 	}
 	for k, v := range s.Env {
@@ -164,7 +170,7 @@ func (s Spec) Equal(o Spec) bool {
 }
 
 func (s Spec) canonical() Spec {
-	c := Spec{Image: s.Image, Env: map[string]string{}, Ports: append([]Port(nil), s.Ports...)}
+	c := Spec{Image: s.Image, Env: map[string]string{}, Ports: append([]Port(nil), s.Ports...), Limits: s.Limits}
 	for k, v := range s.Env {
 		c.Env[k] = v
 	}
@@ -191,7 +197,7 @@ func SortPorts(ports []Port) {
 
 // Diff lists, in words safe to show a caller, how o differs from s:
 // "image (a vs b)", "env added: NEW", "env removed: OLD", "env values
-// differ", "ports". Empty when equal. It never names a variable whose only
+// differ", "ports", "limits". Empty when equal. It never names a variable whose only
 // change is its value, nor quotes a value: a conflicting re-deploy must not
 // confirm a guessed secret variable by variable.
 func (s Spec) Diff(o Spec) []string {
@@ -231,6 +237,9 @@ func (s Spec) Diff(o Spec) []string {
 	}
 	if !same {
 		d = append(d, "ports")
+	}
+	if s.Limits != o.Limits {
+		d = append(d, "limits")
 	}
 	return d
 }
@@ -296,7 +305,7 @@ func (i *Instance) Clone() *Instance {
 }
 
 func (s Spec) canonicalCopy() Spec {
-	c := Spec{Image: s.Image, Ports: append([]Port(nil), s.Ports...)}
+	c := Spec{Image: s.Image, Ports: append([]Port(nil), s.Ports...), Limits: s.Limits}
 	if s.Env != nil {
 		c.Env = make(map[string]string, len(s.Env))
 		for k, v := range s.Env {

@@ -23,6 +23,7 @@ const (
 	LabelSpecHash   = "dtma.spec-hash"                // Spec.Hash() of the requested spec (no env values)
 	LabelEnvNames   = "dtma.env-names"                // comma-separated env names (never values)
 	LabelPorts      = "dtma.ports"                    // JSON of the requested Spec.Ports
+	LabelLimits     = "dtma.limits"                   // JSON of Spec.Limits, only when set
 )
 
 // IsReservedLabel reports whether k is one of DTMA's own label keys: they
@@ -52,6 +53,10 @@ type ContainerConfig struct {
 	Env    map[string]string
 	Ports  []Port // resolved; HostIP "" means the runtime's default
 	Labels map[string]string
+	// Limits are the resource limits to create it with (a zero field:
+	// none); CapAdd the capabilities it keeps after all are dropped.
+	Limits Limits
+	CapAdd []string
 }
 
 // Container is what the runtime reports about one container.

@@ -77,6 +77,9 @@ func (r *DeployRequest) Validate() error {
 	if size > MaxEnvBytes {
 		return FieldErrorf(EINVALID, "env", "at most %d bytes in all", MaxEnvBytes)
 	}
+	if err := ValidateLimits(r.Spec.Limits); err != nil {
+		return err
+	}
 	if len(r.Spec.Ports) > MaxPorts {
 		return FieldErrorf(EINVALID, "ports", "at most %d ports", MaxPorts)
 	}

@@ -46,6 +46,18 @@ type Config struct {
 	// a container that disappeared (defaults 1 s and 5 min).
 	RecreateBackoffMin, RecreateBackoffMax time.Duration
 
+	// DefaultLimits are the resource limits of every tool container that
+	// neither its deploy nor the policy sets (a zero field: no limit).
+	// MaxLimits bound per-deploy overrides (a zero field: only the static
+	// bounds of dtma.ValidateLimits); a policy rule raises them for its
+	// images. Containers keep the limits they were created with until the
+	// agent next recreates them.
+	DefaultLimits dtma.Limits
+	MaxLimits     dtma.Limits
+	// Policy grants matching images more capabilities or other limits;
+	// nil grants nothing.
+	Policy *dtma.Policy
+
 	Logger *slog.Logger
 
 	// PortFree reports whether nothing on the host binds the port; nil

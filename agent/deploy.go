@@ -23,6 +23,9 @@ func (a *Agent) Deploy(ctx context.Context, req dtma.DeployRequest) (*dtma.Insta
 	if err := req.Validate(); err != nil {
 		return nil, false, err
 	}
+	if err := a.checkLimits(req.Spec); err != nil {
+		return nil, false, err
+	}
 	// Before any lock, write or pull: the registry host must be one the
 	// daemon may be sent to.
 	if err := a.cfg.Registries.CheckImage(ctx, req.Spec.Image); err != nil {
@@ -127,6 +130,9 @@ func (a *Agent) matchExisting(req dtma.DeployRequest) (*dtma.Instance, error) {
 		// Diff names env variables added or removed, never one whose
 		// only change is its value (that would confirm a guessed secret).
 		diff := byName.Spec.Diff(req.Spec)
+		if byName.Spec.Limits != req.Spec.Limits {
+			diff = append(diff, "limits")
+		}
 		if len(diff) == 0 {
 			diff = []string{"spec"}
 		}
@@ -170,6 +176,10 @@ func (a *Agent) labelsFor(inst *dtma.Instance) map[string]string {
 	}
 	b, _ := json.Marshal(ports)
 	l[dtma.LabelPorts] = string(b)
+	if !inst.Spec.Limits.IsZero() {
+		b, _ := json.Marshal(inst.Spec.Limits)
+		l[dtma.LabelLimits] = string(b)
+	}
 	return l
 }
 
@@ -237,12 +247,15 @@ func (a *Agent) createContainer(ctx context.Context, inst *dtma.Instance) (strin
 	// a create takes 200-300 ms on an idle daemon, seconds on a busy one.
 	reservedUntil := time.Now().Add(reservedNameWait)
 	for attempt := 0; attempt < 2; attempt++ {
+		limits, caps := a.confinement(inst.Spec)
 		cfg := dtma.ContainerConfig{
 			Name:   inst.ContainerName,
 			Image:  inst.Spec.Image,
 			Env:    inst.Spec.Env,
 			Ports:  inst.Ports,
 			Labels: a.labelsFor(inst),
+			Limits: limits,
+			CapAdd: caps,
 		}
 		id, err := a.rt.CreateContainer(ctx, cfg)
 		a.noteDocker(err)

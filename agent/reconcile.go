@@ -741,6 +741,12 @@ func instanceFromContainer(c *dtma.Container, id, name string) *dtma.Instance {
 	} else {
 		spec.Ports = append([]dtma.Port(nil), c.Ports...)
 	}
+	if raw, ok := c.Labels[dtma.LabelLimits]; ok {
+		var l dtma.Limits
+		if json.Unmarshal([]byte(raw), &l) == nil && dtma.ValidateLimits(l) == nil {
+			spec.Limits = l
+		}
+	}
 	// The hash is recomputed from the rebuilt spec rather than copied
 	// from the label: an older agent's label hashed env values.
 	hash := spec.Hash()

@@ -39,10 +39,15 @@ func (s *Server) handleV1Deploy(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	limits, err := body.limits()
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	inst, created, err := s.Service.Deploy(r.Context(), dtma.DeployRequest{
 		Name:                  body.Name,
 		AccountToolInstanceID: body.AccountToolInstanceID,
-		Spec:                  dtma.Spec{Image: body.Image, Env: body.Env, Ports: body.Ports},
+		Spec:                  dtma.Spec{Image: body.Image, Env: body.Env, Ports: body.Ports, Limits: limits},
 		PullPolicy:            dtma.PullPolicy(body.PullPolicy),
 	})
 	if err != nil {

@@ -1,6 +1,7 @@
 package http
 
 import (
+	"encoding/json"
 	"time"
 
 	"github.com/agentopia/dtma"
@@ -29,6 +30,7 @@ type Instance struct {
 	Tracking              string      `json:"tracking"`
 	Ports                 []dtma.Port `json:"ports"`
 	RequestedPorts        []dtma.Port `json:"requested_ports"`
+	Limits                *Limits     `json:"limits"`
 	StartedAt             *time.Time  `json:"started_at"`
 	FinishedAt            *time.Time  `json:"finished_at"`
 	ExitCode              int         `json:"exit_code"`
@@ -79,6 +81,7 @@ func NewInstance(inst *dtma.Instance) Instance {
 		Tracking:              string(inst.Tracking),
 		Ports:                 ports,
 		RequestedPorts:        req,
+		Limits:                toLimits(inst.Spec.Limits),
 		StartedAt:             timePtr(inst.StartedAt),
 		FinishedAt:            timePtr(inst.FinishedAt),
 		ExitCode:              inst.ExitCode,
@@ -111,6 +114,7 @@ type DeployRequest struct {
 	Env                   map[string]string `json:"env,omitempty"`
 	Ports                 []dtma.Port       `json:"ports,omitempty"`
 	PullPolicy            string            `json:"pull_policy,omitempty"`
+	Limits                *LimitsRequest    `json:"limits,omitempty"`
 }
 
 // ActionResult is the answer of POST /v1/instances/{ref}/start|stop|restart.
@@ -160,4 +164,65 @@ type ErrorDetail struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
 	Field   string `json:"field,omitempty"`
+}
+
+// LimitsRequest is the optional per-deploy override of the host's
+// resource limits: memory as "512m" or bytes, pids, cpus as 0.5 or "0.5".
+type LimitsRequest struct {
+	Memory json.RawMessage `json:"memory"`
+	PIDs   *int64          `json:"pids"`
+	CPUs   json.RawMessage `json:"cpus"`
+}
+
+// Limits is the per-deploy override as an instance shows it (null
+// when the instance takes the host's defaults).
+type Limits struct {
+	Memory int64   `json:"memory,omitempty"` // bytes
+	PIDs   int64   `json:"pids,omitempty"`
+	CPUs   float64 `json:"cpus,omitempty"`
+}
+
+func toLimits(l dtma.Limits) *Limits {
+	if l.IsZero() {
+		return nil
+	}
+	return &Limits{Memory: l.Memory, PIDs: l.PIDs, CPUs: float64(l.MilliCPUs) / 1000}
+}
+
+// limits converts the request's override; a field given explicitly must
+// be a valid, positive value (omit it for the host's default). EINVALID
+// names limits.memory, limits.pids or limits.cpus.
+func (b *DeployRequest) limits() (dtma.Limits, error) {
+	var l dtma.Limits
+	if b.Limits == nil {
+		return l, nil
+	}
+	given := func(raw json.RawMessage) bool { return len(raw) > 0 && string(raw) != "null" }
+	if given(b.Limits.Memory) {
+		n, err := dtma.MemoryJSON(b.Limits.Memory)
+		if err != nil {
+			return l, dtma.FieldErrorf(dtma.EINVALID, "limits.memory", "%v", err)
+		}
+		if n == 0 {
+			return l, dtma.FieldErrorf(dtma.EINVALID, "limits.memory", "must be at least %s (omit it for the host's default)", dtma.FormatMemory(dtma.MinMemory))
+		}
+		l.Memory = n
+	}
+	if b.Limits.PIDs != nil {
+		if *b.Limits.PIDs <= 0 {
+			return l, dtma.FieldErrorf(dtma.EINVALID, "limits.pids", "must be at least %d (omit it for the host's default)", dtma.MinPIDs)
+		}
+		l.PIDs = *b.Limits.PIDs
+	}
+	if given(b.Limits.CPUs) {
+		n, err := dtma.CPUsJSON(b.Limits.CPUs)
+		if err != nil {
+			return l, dtma.FieldErrorf(dtma.EINVALID, "limits.cpus", "%v", err)
+		}
+		if n == 0 {
+			return l, dtma.FieldErrorf(dtma.EINVALID, "limits.cpus", "must be at least %s (omit it for the host's default)", dtma.FormatCPUs(dtma.MinMilliCPUs))
+		}
+		l.MilliCPUs = n
+	}
+	return l, nil
 }

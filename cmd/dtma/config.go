@@ -52,6 +52,14 @@ type config struct {
 	HTTPReadTimeout         time.Duration // headers and body of one request
 	MaxConnections          int           // served at once
 	AuthFailureLimit        int           // per source and minute; 0 = off
+
+	// Tool confinement (see docs/SECURITY.md).
+	DefaultLimits    dtma.Limits
+	MaxLimits        dtma.Limits
+	Policy           *dtma.Policy
+	Network          string
+	NetworkShardSize int
+	NetworkSubnets   string
 }
 
 // setting describes one configuration item: its flag and the environment
@@ -86,6 +94,16 @@ var serveSettings = []setting{
 	{"registry-allow", "", "image registry hosts allowed although loopback/private: host, host:port, *.domain or CIDR, comma-separated", []string{"DTMA_REGISTRY_ALLOW"}},
 	{"registry-deny", "", "image registry hosts always refused (same patterns; wins over allow)", []string{"DTMA_REGISTRY_DENY"}},
 	{"adopt", "loopback", "who may call POST /v1/adopt (dtma migrate): loopback, off or any", []string{"DTMA_ADOPT"}},
+	{"default-memory", "512m", "memory limit of tool containers whose deploy sets none (0: no limit)", []string{"DTMA_DEFAULT_MEMORY"}},
+	{"default-pids", "256", "PIDs limit of tool containers whose deploy sets none (0: no limit)", []string{"DTMA_DEFAULT_PIDS"}},
+	{"default-cpus", "1", "CPU limit of tool containers whose deploy sets none (0: no limit)", []string{"DTMA_DEFAULT_CPUS"}},
+	{"max-memory", "4g", "most memory a v1 deploy may ask for (0: no ceiling)", []string{"DTMA_MAX_MEMORY"}},
+	{"max-pids", "4096", "most PIDs a v1 deploy may ask for (0: no ceiling)", []string{"DTMA_MAX_PIDS"}},
+	{"max-cpus", "", "most CPUs a v1 deploy may ask for (default: this machine's CPUs; 0: no ceiling)", []string{"DTMA_MAX_CPUS"}},
+	{"policy-file", "", "JSON policy granting images matching a pattern more capabilities or other limits", []string{"DTMA_POLICY_FILE"}},
+	{"network", "isolated", "isolated (DTMA-owned bridge networks, inter-container traffic off) or bridge (Docker's default bridge)", []string{"DTMA_NETWORK"}},
+	{"network-shard-size", "1000", "containers per isolated network before the next one is made (at most 1020)", []string{"DTMA_NETWORK_SHARD_SIZE"}},
+	{"network-subnets", "", "IPv4 pool the isolated networks' subnets are cut from, e.g. 10.213.0.0/16 (default: Docker's address pools)", []string{"DTMA_NETWORK_SUBNETS"}},
 	{"log-level", "info", "debug, info, warn or error", []string{"DTMA_LOG_LEVEL"}},
 	{"log-format", "json", "json or text", []string{"DTMA_LOG_FORMAT"}},
 	{"tls-cert-file", "", "serve HTTPS with this PEM certificate (with --tls-key-file; reloaded on SIGHUP)", []string{"DTMA_TLS_CERT_FILE"}},
@@ -258,6 +276,7 @@ func loadConfig(cmd *cobra.Command, s *streams) (*config, error) {
 		default:
 			bad("adopt", "must be loopback, off or any")
 		}
+		c.readConfinement(cmd, s, bad)
 		tokens, err := readTokens(s, value(cmd, s, "token-file"))
 		if err != nil {
 			bad("token-file", err.Error())
@@ -332,7 +351,7 @@ func parseLabels(v string) (map[string]string, error) {
 			return nil, fmt.Errorf("%q is not key=value", kv)
 		}
 		switch k {
-		case dtma.LabelManaged, dtma.LabelHost, dtma.LabelInstance, dtma.LabelInstanceID, dtma.LabelAccountID, dtma.LabelSpecHash, dtma.LabelEnvNames, dtma.LabelPorts:
+		case dtma.LabelManaged, dtma.LabelHost, dtma.LabelInstance, dtma.LabelInstanceID, dtma.LabelAccountID, dtma.LabelSpecHash, dtma.LabelEnvNames, dtma.LabelPorts, dtma.LabelLimits:
 			return nil, fmt.Errorf("label %s is DTMA's own", k)
 		}
 		out[k] = val

@@ -6,11 +6,13 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/agentopia/dtma"
 	"github.com/spf13/cobra"
 )
 
@@ -170,6 +172,20 @@ func TestConfigBadValuesNameTheFlag(t *testing.T) {
 		{"--registry-allow", map[string]string{"DTMA_REGISTRY_ALLOW": "http://127.0.0.1:5000"}, nil},
 		{"--registry-deny", nil, []string{"--registry-deny", "10.0.0.0/99"}},
 		{"--adopt", map[string]string{"DTMA_ADOPT": "yes"}, nil},
+		{"--default-memory", map[string]string{"DTMA_DEFAULT_MEMORY": "lots"}, nil},
+		{"--default-memory", nil, []string{"--default-memory", "1m"}},
+		{"--default-pids", map[string]string{"DTMA_DEFAULT_PIDS": "5"}, nil},
+		{"--default-cpus", nil, []string{"--default-cpus", "-1"}},
+		{"--max-memory", map[string]string{"DTMA_MAX_MEMORY": "1.5g"}, nil},
+		{"--max-pids", nil, []string{"--max-pids", "x"}},
+		{"--max-cpus", map[string]string{"DTMA_MAX_CPUS": "0.001"}, nil},
+		{"--policy-file", nil, []string{"--policy-file", filepath.Join(t.TempDir(), "missing.json")}},
+		{"--network", map[string]string{"DTMA_NETWORK": "host"}, nil},
+		{"--network-shard-size", nil, []string{"--network-shard-size", "1023"}},
+		{"--network-shard-size", map[string]string{"DTMA_NETWORK_SHARD_SIZE": "0"}, nil},
+		{"--network-subnets", nil, []string{"--network-subnets", "10.213.0.0"}},
+		{"--network-subnets", map[string]string{"DTMA_NETWORK_SUBNETS": "10.213.0.0/24"}, nil}, // smaller than a /22 shard
+		{"--network-subnets", nil, []string{"--network-subnets", "fd00::/48"}},
 	}
 	for _, tc := range cases {
 		_, err := serveConfig(t, tc.env, tc.args...)
@@ -196,6 +212,38 @@ func TestConfigBadValuesNameTheFlag(t *testing.T) {
 		if !strings.Contains(err.Error(), f) {
 			t.Errorf("error %q does not report %s", err, f)
 		}
+	}
+}
+
+// The confinement settings: defaults sized for MCP servers, a ceiling of
+// the machine's CPUs, isolation on; each can be set; a policy file is
+// read and checked at start.
+func TestConfigConfinement(t *testing.T) {
+	c := mustServeConfig(t, nil)
+	if c.DefaultLimits != (dtma.Limits{Memory: 512 << 20, PIDs: 256, MilliCPUs: 1000}) {
+		t.Errorf("default limits %+v, want 512m, 256 pids, 1 cpu", c.DefaultLimits)
+	}
+	if c.MaxLimits != (dtma.Limits{Memory: 4 << 30, PIDs: 4096, MilliCPUs: int64(runtime.NumCPU()) * 1000}) {
+		t.Errorf("max limits %+v", c.MaxLimits)
+	}
+	if c.Network != "isolated" || c.NetworkShardSize != 1000 || c.NetworkSubnets != "" || c.Policy != nil {
+		t.Errorf("network %q shard %d subnets %q policy %v", c.Network, c.NetworkShardSize, c.NetworkSubnets, c.Policy)
+	}
+	policy := filepath.Join(t.TempDir(), "policy.json")
+	if err := os.WriteFile(policy, []byte(`{"images": [{"pattern": "ghcr.io/org/*", "cap_add": ["NET_BIND_SERVICE"]}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c = mustServeConfig(t, map[string]string{"DTMA_DEFAULT_MEMORY": "0", "DTMA_DEFAULT_CPUS": "0.5", "DTMA_MAX_CPUS": "0",
+		"DTMA_POLICY_FILE": policy, "DTMA_NETWORK": "bridge", "DTMA_NETWORK_SHARD_SIZE": "2", "DTMA_NETWORK_SUBNETS": "10.213.0.0/16"})
+	if c.DefaultLimits != (dtma.Limits{PIDs: 256, MilliCPUs: 500}) || c.MaxLimits.MilliCPUs != 0 || c.Network != "bridge" ||
+		c.NetworkShardSize != 2 || c.NetworkSubnets != "10.213.0.0/16" || c.Policy.Match("ghcr.io/org/x:1") == nil {
+		t.Errorf("set: %+v", c)
+	}
+	if err := os.WriteFile(policy, []byte(`{"images": [{"pattern": "*", "privileged": true}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := serveConfig(t, map[string]string{"DTMA_POLICY_FILE": policy}); err == nil || !strings.Contains(err.Error(), "--policy-file:") {
+		t.Errorf("policy granting privileged mode: %v, want an error naming --policy-file", err)
 	}
 }
 

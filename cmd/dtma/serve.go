@@ -78,7 +78,14 @@ func serve(ctx context.Context, c *config, s *streams) error {
 	}
 	defer reg.Close()
 
-	rt, err := docker.New(docker.Options{Host: c.DockerHost, DefaultHostIP: c.DefaultHostIP, ExtraLabels: c.ContainerLabels})
+	rt, err := docker.New(docker.Options{
+		Host:             c.DockerHost,
+		DefaultHostIP:    c.DefaultHostIP,
+		ExtraLabels:      c.ContainerLabels,
+		Network:          c.Network,
+		NetworkShardSize: c.NetworkShardSize,
+		NetworkSubnets:   c.NetworkSubnets,
+	})
 	if err != nil {
 		return fmt.Errorf("docker client: %w", err)
 	}
@@ -95,6 +102,9 @@ func serve(ctx context.Context, c *config, s *streams) error {
 		ResyncInterval:    c.ResyncInterval,
 		CrashLoopRestarts: c.CrashRestarts,
 		CrashLoopWindow:   c.CrashWindow,
+		DefaultLimits:     c.DefaultLimits,
+		MaxLimits:         c.MaxLimits,
+		Policy:            c.Policy,
 		Logger:            log,
 		Registries:        &dtma.RegistryPolicy{Allow: c.RegistryAllow, Deny: c.RegistryDeny},
 	}, reg, rt)
@@ -132,7 +142,8 @@ func serve(ctx context.Context, c *config, s *streams) error {
 		signal.Notify(hup, syscall.SIGHUP) // before "dtma starting": a SIGHUP after it never kills the agent
 		defer signal.Stop(hup)
 	}
-	log.Info("dtma starting", "version", version, "host_id", hostID, "listen", l.Addr().String(), "registry", where, "tls", certs != nil)
+	log.Info("dtma starting", "version", version, "host_id", hostID, "listen", l.Addr().String(), "registry", where, "tls", certs != nil,
+		"network", c.Network, "default_limits", c.DefaultLimits.String(), "policy_rules", policyRules(c.Policy))
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -194,4 +205,12 @@ func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, certs *dtmahttp.Cert
 			log.Info("TLS certificate reloaded")
 		}
 	}
+}
+
+// policyRules is how many image rules the policy holds (0 without one).
+func policyRules(p *dtma.Policy) int {
+	if p == nil {
+		return 0
+	}
+	return len(p.Images)
 }

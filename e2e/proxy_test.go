@@ -77,6 +77,17 @@ func (r *requestLines) scan(b []byte) (held bool) {
 		}
 		line := strings.TrimRight(string(r.part[:i]), "\r")
 		r.part = r.part[i+1:]
+		// A body without a final newline (a JSON body the client did not
+		// end with one) runs into the next request line: start at the
+		// method.
+		if strings.HasSuffix(line, " HTTP/1.1") {
+			for _, m := range []string{"GET /", "POST /", "DELETE /", "HEAD /", "PUT /"} {
+				if j := strings.Index(line, m); j > 0 {
+					line = line[j:]
+					break
+				}
+			}
+		}
 		if method, rest, ok := strings.Cut(line, " "); ok && strings.HasSuffix(rest, " HTTP/1.1") &&
 			(method == "GET" || method == "POST" || method == "DELETE" || method == "HEAD" || method == "PUT") {
 			line = method + " " + strings.TrimSuffix(rest, " HTTP/1.1")

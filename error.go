@@ -17,6 +17,13 @@ const (
 	EINTERNAL     = "internal"     // 500: a bug or an unexpected failure.
 )
 
+// Error codes of the HTTP layer itself (routing and authentication
+// throttling); the domain never returns them.
+const (
+	EMETHOD      = "method_not_allowed" // 405: the route exists, not with this method.
+	ERATELIMITED = "rate_limited"       // 429: too many failed authentications from this address.
+)
+
 // Error is a domain error meant to be shown to the caller. Its Message must
 // never contain a secret (an env value, a token).
 type Error struct {

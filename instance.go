@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -90,7 +91,7 @@ const (
 // "allocate one"; in Instance.Ports it is always the resolved port.
 type Port struct {
 	ContainerPort int    `json:"container_port"`
-	Protocol      string `json:"protocol"` // tcp, udp or sctp
+	Protocol      string `json:"protocol"` // tcp or udp (sctp is refused by Validate)
 	HostPort      int    `json:"host_port"`
 	HostIP        string `json:"host_ip,omitempty"` // "" = the agent's default
 }
@@ -105,20 +106,71 @@ type Spec struct {
 	Image string            `json:"image"`
 	Env   map[string]string `json:"env,omitempty"`
 	Ports []Port            `json:"ports,omitempty"`
+	// Limits is the caller's per-deploy override of the host's resource
+	// limits (v1 only); unset fields take the host's defaults when the
+	// container is created. Omitted from the canonical form when unset,
+	// so a spec without it hashes exactly as before it existed.
+	Limits Limits `json:"limits,omitzero"`
 }
 
-// Hash returns a stable hex SHA-256 of the spec's canonical form (ports in a
-// fixed order, env keys sorted). It is stored in the dtma.spec-hash label and
-// used to tell an identical re-deploy from a conflicting one.
+// Hash returns a stable hex SHA-256 of the spec's public shape: the image,
+// the env variable NAMES (never their values) and the ports, in a fixed
+// order. It is stored in the dtma.spec-hash label and the spec_hash column.
+// Env values are left out on purpose: anyone who can read a container's
+// labels can already see the image, the env names (dtma.env-names) and the
+// ports (dtma.ports), so the label tells them nothing new and cannot be used
+// to check a guessed secret offline. Whether a re-deploy is identical is
+// decided by Equal on the stored spec, values included.
 func (s Spec) Hash() string {
 	c := s.canonical()
-	b, _ := json.Marshal(c) // maps marshal with sorted keys
+	shape := struct {
+		V      int      `json:"v"`
+		Image  string   `json:"image"`
+		Env    []string `json:"env_names"`
+		Ports  []Port   `json:"ports"`
+		Limits Limits   `json:"limits,omitzero"` // left out when unset: older hashes stay valid
+	}{V: 2, Image: c.Image, Env: c.EnvNames(), Ports: c.Ports, Limits: c.Limits}
+	b, _ := json.Marshal(shape)
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
 }
 
+// LegacyHash returns the hash DTMA stored before Hash left env values out:
+// an unsalted SHA-256 of the whole canonical spec, values included. It is
+// only used to recognise containers labelled by an older agent; nothing new
+// is ever labelled with it.
+func (s Spec) LegacyHash() string {
+	b, _ := json.Marshal(s.canonical()) // maps marshal with sorted keys
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// Equal reports whether s and o ask for the same container: same image,
+// same env names and values, same ports in any order, same limits. It is
+// how a re-deploy is told identical (Hash leaves env values out).
+func (s Spec) Equal(o Spec) bool {
+	if s.Image != o.Image || len(s.Env) != len(o.Env) || s.Limits != o.Limits {
+		return false
+	}
+	for k, v := range s.Env {
+		if ov, ok := o.Env[k]; !ok || ov != v {
+			return false
+		}
+	}
+	a, b := s.canonical().Ports, o.canonical().Ports
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
 func (s Spec) canonical() Spec {
-	c := Spec{Image: s.Image, Env: map[string]string{}, Ports: append([]Port(nil), s.Ports...)}
+	c := Spec{Image: s.Image, Env: map[string]string{}, Ports: append([]Port(nil), s.Ports...), Limits: s.Limits}
 	for k, v := range s.Env {
 		c.Env[k] = v
 	}
@@ -143,27 +195,40 @@ func SortPorts(ports []Port) {
 	})
 }
 
-// Diff lists, in words safe to show a caller, how o differs from s: "image",
-// "env API_KEY" (names only, never values), "ports". Empty when equal.
+// Diff lists, in words safe to show a caller, how o differs from s:
+// "image (a vs b)", "env added: NEW", "env removed: OLD", "env values
+// differ", "ports", "limits". Empty when equal. It never names a variable whose only
+// change is its value, nor quotes a value: a conflicting re-deploy must not
+// confirm a guessed secret variable by variable.
 func (s Spec) Diff(o Spec) []string {
 	var d []string
 	if s.Image != o.Image {
 		d = append(d, "image ("+s.Image+" vs "+o.Image+")")
 	}
-	var names []string
+	var added, removed []string
+	values := false
 	for k, v := range s.Env {
-		if ov, ok := o.Env[k]; !ok || ov != v {
-			names = append(names, k)
+		if ov, ok := o.Env[k]; !ok {
+			removed = append(removed, k)
+		} else if ov != v {
+			values = true
 		}
 	}
 	for k := range o.Env {
 		if _, ok := s.Env[k]; !ok {
-			names = append(names, k)
+			added = append(added, k)
 		}
 	}
-	sort.Strings(names)
-	for _, n := range names {
-		d = append(d, "env "+n)
+	sort.Strings(added)
+	sort.Strings(removed)
+	if len(added) > 0 {
+		d = append(d, "env added: "+strings.Join(added, " "))
+	}
+	if len(removed) > 0 {
+		d = append(d, "env removed: "+strings.Join(removed, " "))
+	}
+	if values {
+		d = append(d, "env values differ")
 	}
 	a, b := s.canonical().Ports, o.canonical().Ports
 	same := len(a) == len(b)
@@ -172,6 +237,9 @@ func (s Spec) Diff(o Spec) []string {
 	}
 	if !same {
 		d = append(d, "ports")
+	}
+	if s.Limits != o.Limits {
+		d = append(d, "limits")
 	}
 	return d
 }
@@ -206,7 +274,7 @@ type Instance struct {
 	ContainerName         string // derived Docker name, unique per host
 
 	Spec     Spec   // requested spec
-	SpecHash string // Spec.Hash()
+	SpecHash string // Spec.Hash(): image, env names and ports, no values
 	Ports    []Port // resolved bindings (HostPort never 0)
 
 	DesiredState DesiredState
@@ -237,7 +305,7 @@ func (i *Instance) Clone() *Instance {
 }
 
 func (s Spec) canonicalCopy() Spec {
-	c := Spec{Image: s.Image, Ports: append([]Port(nil), s.Ports...)}
+	c := Spec{Image: s.Image, Ports: append([]Port(nil), s.Ports...), Limits: s.Limits}
 	if s.Env != nil {
 		c.Env = make(map[string]string, len(s.Env))
 		for k, v := range s.Env {

@@ -20,8 +20,15 @@ func TestSpecHashStableAndOrderFree(t *testing.T) {
 	}
 	c := a
 	c.Env = map[string]string{"A": "1", "B": "3"}
+	if a.Hash() != c.Hash() {
+		t.Fatal("an env value change changes the hash: the label would be an offline oracle for the value")
+	}
+	if a.Equal(c) || !a.Equal(b) {
+		t.Fatal("Equal must see env values and ignore order")
+	}
+	c.Env = map[string]string{"A": "1", "C": "2"}
 	if a.Hash() == c.Hash() {
-		t.Fatal("env value change does not change the hash")
+		t.Fatal("an env name change does not change the hash")
 	}
 	if d := a.Diff(b); len(d) != 0 {
 		t.Fatalf("equal specs differ: %v", d)
@@ -29,17 +36,38 @@ func TestSpecHashStableAndOrderFree(t *testing.T) {
 }
 
 func TestSpecDiffNamesNoValues(t *testing.T) {
-	a := dtma.Spec{Image: "x:1", Env: map[string]string{"KEY": "old-secret", "SAME": "s"}}
+	a := dtma.Spec{Image: "x:1", Env: map[string]string{"KEY": "old-secret", "SAME": "s", "GONE": "g"}}
 	b := dtma.Spec{Image: "x:2", Env: map[string]string{"KEY": "new-secret", "SAME": "s", "NEW": "v"},
 		Ports: []dtma.Port{{ContainerPort: 1, Protocol: "tcp"}}}
 	d := strings.Join(a.Diff(b), "; ")
-	for _, want := range []string{"image", "env KEY", "env NEW", "ports"} {
+	for _, want := range []string{"image", "env added: NEW", "env removed: GONE", "env values differ", "ports"} {
 		if !strings.Contains(d, want) {
 			t.Errorf("diff %q lacks %q", d, want)
 		}
 	}
-	if strings.Contains(d, "secret") || strings.Contains(d, "SAME") {
-		t.Errorf("diff %q leaks a value or names an unchanged var", d)
+	// KEY changed only its value: naming it would confirm a guessed secret.
+	if strings.Contains(d, "secret") || strings.Contains(d, "SAME") || strings.Contains(d, "KEY") {
+		t.Errorf("diff %q leaks a value or names a variable whose only change is its value", d)
+	}
+	only := dtma.Spec{Image: "x:1", Env: map[string]string{"KEY": "guess", "SAME": "s", "GONE": "g"}}
+	if d := a.Diff(only); len(d) != 1 || d[0] != "env values differ" {
+		t.Errorf("value-only diff = %q, want just \"env values differ\"", d)
+	}
+}
+
+// The spec-hash label must not be the SHA-256 of the canonical spec with its
+// env values (checkable offline against a guessed secret).
+func TestSpecHashIsNotTheLegacyValueHash(t *testing.T) {
+	s := dtma.Spec{Image: "x:1", Env: map[string]string{"API_KEY": "hunter2"}}
+	if s.Hash() == s.LegacyHash() {
+		t.Fatal("Hash is the unsalted SHA-256 over env values")
+	}
+	guess := dtma.Spec{Image: "x:1", Env: map[string]string{"API_KEY": "wrong"}}
+	if s.Hash() != guess.Hash() {
+		t.Fatal("the hash distinguishes env values")
+	}
+	if s.LegacyHash() == guess.LegacyHash() {
+		t.Fatal("LegacyHash must keep the old behaviour to recognise old labels")
 	}
 }
 

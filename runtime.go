@@ -2,9 +2,15 @@ package dtma
 
 import (
 	"context"
+	"errors"
 	"io"
 	"time"
 )
+
+// ErrRegistry marks an EnsureImage error whose cause is the image registry
+// (unreachable, refusing, not having the image) rather than the engine:
+// such a failure must not be taken for the engine being down.
+var ErrRegistry = errors.New("image registry")
 
 // Labels DTMA puts on every container it creates. Env values never go into
 // labels.
@@ -14,10 +20,22 @@ const (
 	LabelInstance   = "dtma.instance"                 // the instance name
 	LabelInstanceID = "dtma.instance-id"              // the registry row's UUID
 	LabelAccountID  = "dtma.account-tool-instance-id" // when set
-	LabelSpecHash   = "dtma.spec-hash"                // Spec.Hash() of the requested spec
+	LabelSpecHash   = "dtma.spec-hash"                // Spec.Hash() of the requested spec (no env values)
 	LabelEnvNames   = "dtma.env-names"                // comma-separated env names (never values)
 	LabelPorts      = "dtma.ports"                    // JSON of the requested Spec.Ports
+	LabelLimits     = "dtma.limits"                   // JSON of Spec.Limits, only when set
 )
+
+// IsReservedLabel reports whether k is one of DTMA's own label keys: they
+// carry ownership, so no caller may set them and a container that has one
+// was made by a DTMA agent.
+func IsReservedLabel(k string) bool {
+	switch k {
+	case LabelManaged, LabelHost, LabelInstance, LabelInstanceID, LabelAccountID, LabelSpecHash, LabelEnvNames, LabelPorts:
+		return true
+	}
+	return false
+}
 
 // PullPolicy says when a deploy pulls its image.
 type PullPolicy string
@@ -35,6 +53,10 @@ type ContainerConfig struct {
 	Env    map[string]string
 	Ports  []Port // resolved; HostIP "" means the runtime's default
 	Labels map[string]string
+	// Limits are the resource limits to create it with (a zero field:
+	// none); CapAdd the capabilities it keeps after all are dropped.
+	Limits Limits
+	CapAdd []string
 }
 
 // Container is what the runtime reports about one container.

@@ -77,6 +77,9 @@ func (r *DeployRequest) Validate() error {
 	if size > MaxEnvBytes {
 		return FieldErrorf(EINVALID, "env", "at most %d bytes in all", MaxEnvBytes)
 	}
+	if err := ValidateLimits(r.Spec.Limits); err != nil {
+		return err
+	}
 	if len(r.Spec.Ports) > MaxPorts {
 		return FieldErrorf(EINVALID, "ports", "at most %d ports", MaxPorts)
 	}
@@ -87,9 +90,14 @@ func (r *DeployRequest) Validate() error {
 			return FieldErrorf(EINVALID, f+".container_port", "must be between 1 and 65535")
 		}
 		switch p.Protocol {
-		case "tcp", "udp", "sctp":
+		case "tcp", "udp":
+		case "sctp":
+			// Docker can only publish sctp where the kernel has the
+			// module; the agent cannot probe or promise that, so it is
+			// the caller's error rather than a 5xx from Docker.
+			return FieldErrorf(EINVALID, f+".protocol", "sctp is not published by this agent; use tcp or udp")
 		default:
-			return FieldErrorf(EINVALID, f+".protocol", "must be tcp, udp or sctp")
+			return FieldErrorf(EINVALID, f+".protocol", "must be tcp or udp")
 		}
 		if p.HostPort < 0 || p.HostPort > 65535 {
 			return FieldErrorf(EINVALID, f+".host_port", "must be between 0 (allocate) and 65535")
@@ -111,17 +119,25 @@ func (r *DeployRequest) Validate() error {
 }
 
 // ValidateName checks an instance name: 1 to MaxNameLen bytes of printable
-// UTF-8, not only spaces, no control characters and no "/".
+// UTF-8, not only spaces, no control characters, no "/", not "." or "..",
+// no U+FFFD (what JSON decoding turns invalid UTF-8 into, so a name sent as
+// invalid UTF-8 is refused rather than stored mangled), and not shaped like
+// a UUID: instance ids and account tool instance ids are UUIDs, and a name
+// of that shape could capture another instance's reference.
 func ValidateName(name string) error {
 	switch {
 	case strings.TrimSpace(name) == "":
 		return FieldErrorf(EINVALID, "name", "is required")
 	case len(name) > MaxNameLen:
 		return FieldErrorf(EINVALID, "name", "at most %d bytes", MaxNameLen)
-	case !utf8.ValidString(name):
-		return FieldErrorf(EINVALID, "name", "must be valid UTF-8")
+	case !utf8.ValidString(name) || strings.ContainsRune(name, utf8.RuneError):
+		return FieldErrorf(EINVALID, "name", "must be valid UTF-8 (invalid bytes are replaced by U+FFFD, which is refused)")
 	case strings.Contains(name, "/"):
 		return FieldErrorf(EINVALID, "name", "must not contain '/'")
+	case name == "." || name == "..":
+		return FieldErrorf(EINVALID, "name", "must not be '.' or '..'")
+	case IsUUID(name):
+		return FieldErrorf(EINVALID, "name", "must not have the shape of a UUID (ids and account tool instance ids do)")
 	}
 	for _, r := range name {
 		if unicode.IsControl(r) {
@@ -131,9 +147,11 @@ func ValidateName(name string) error {
 	return nil
 }
 
-// ValidateImage checks an image reference's shape (Docker checks the rest):
-// non-empty, at most MaxImageLen bytes, no white space or control
-// characters, and lower-case repository path.
+// ValidateImage checks an image reference against Docker's grammar
+// ([host[:port]/]path[:tag][@digest], lower-case path) without contacting
+// anything: non-empty, at most MaxImageLen bytes, ASCII without spaces, and
+// a registry host, when the first component names one, that is not empty
+// ("/x:1", ":5000/x" are refused). Every error names the field "image".
 func ValidateImage(image string) error {
 	if image == "" {
 		return FieldErrorf(EINVALID, "image", "is required")
@@ -146,23 +164,11 @@ func ValidateImage(image string) error {
 			return FieldErrorf(EINVALID, "image", "must not contain spaces or non-ASCII characters")
 		}
 	}
-	if strings.HasPrefix(image, "-") || strings.HasPrefix(image, "/") || strings.HasSuffix(image, ":") || strings.HasSuffix(image, "/") {
-		return FieldErrorf(EINVALID, "image", "is not a valid image reference")
+	ref, err := ParseImageRef(image)
+	if err != nil {
+		return err
 	}
-	repo := image
-	if i := strings.IndexByte(repo, '@'); i >= 0 {
-		repo = repo[:i]
-	}
-	if i := strings.LastIndexByte(repo, ':'); i > strings.LastIndexByte(repo, '/') {
-		repo = repo[:i]
-	}
-	// The registry host part may carry a port and capitals are still
-	// invalid in the path; keep the check to the path after the host.
-	path := repo
-	if i := strings.IndexByte(repo, '/'); i >= 0 && strings.ContainsAny(repo[:i], ".:") {
-		path = repo[i+1:]
-	}
-	if path != strings.ToLower(path) {
+	if ref.Path != strings.ToLower(ref.Path) {
 		return FieldErrorf(EINVALID, "image", "repository name must be lower-case")
 	}
 	return nil

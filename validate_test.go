@@ -48,6 +48,18 @@ func TestValidateFields(t *testing.T) {
 		{"slash in name", func(r *dtma.DeployRequest) { r.Name = "a/b" }, "name"},
 		{"control char", func(r *dtma.DeployRequest) { r.Name = "a\x01b" }, "name"},
 		{"long name", func(r *dtma.DeployRequest) { r.Name = strings.Repeat("x", 256) }, "name"},
+		{"dot name", func(r *dtma.DeployRequest) { r.Name = "." }, "name"},
+		{"dot-dot name", func(r *dtma.DeployRequest) { r.Name = ".." }, "name"},
+		{"invalid UTF-8 name", func(r *dtma.DeployRequest) { r.Name = "tool-\xff" }, "name"},
+		{"U+FFFD name", func(r *dtma.DeployRequest) { r.Name = "tool-\uFFFD" }, "name"},
+		{"UUID name", func(r *dtma.DeployRequest) { r.Name = "6f1c1f0e-4a59-4d5e-9a59-3f1d2c8b9e10" }, "name"},
+		{"upper-case UUID name", func(r *dtma.DeployRequest) { r.Name = "6F1C1F0E-4A59-4D5E-9A59-3F1D2C8B9E10" }, "name"},
+		{"image without host before port", func(r *dtma.DeployRequest) { r.Spec.Image = ":5000/x" }, "image"},
+		{"image with empty host", func(r *dtma.DeployRequest) { r.Spec.Image = "/x:1" }, "image"},
+		{"image bad tag", func(r *dtma.DeployRequest) { r.Spec.Image = "x:-1" }, "image"},
+		{"image bad digest", func(r *dtma.DeployRequest) { r.Spec.Image = "x@sha256:zz" }, "image"},
+		{"image bad host", func(r *dtma.DeployRequest) { r.Spec.Image = "-a.io/x" }, "image"},
+		{"sctp", func(r *dtma.DeployRequest) { r.Spec.Ports[0].Protocol = "sctp" }, "ports[0].protocol"},
 		{"bad account", func(r *dtma.DeployRequest) { r.AccountToolInstanceID = "not-a-uuid" }, "account_tool_instance_id"},
 		{"no image", func(r *dtma.DeployRequest) { r.Spec.Image = "" }, "image"},
 		{"image with space", func(r *dtma.DeployRequest) { r.Spec.Image = "a b" }, "image"},
@@ -100,6 +112,29 @@ func TestIsUUIDAndNewUUID(t *testing.T) {
 	for _, bad := range []string{"", "6f1c1f0e4a594d5e9a593f1d2c8b9e10", "6f1c1f0e-4a59-4d5e-9a59-3f1d2c8b9e1g", "6f1c1f0e-4a59-4d5e-9a593-f1d2c8b9e10"} {
 		if dtma.IsUUID(bad) {
 			t.Errorf("IsUUID(%q) = true", bad)
+		}
+	}
+}
+
+func TestParseImageRef(t *testing.T) {
+	for _, tt := range []struct{ in, host, path, tag string }{
+		{"x", "docker.io", "x", ""},
+		{"x:1", "docker.io", "x", "1"},
+		{"library/x:1", "docker.io", "library/x", "1"},
+		{"ghcr.io/a/b:1.2", "ghcr.io", "a/b", "1.2"},
+		{"127.0.0.1:5000/x:1", "127.0.0.1:5000", "x", "1"},
+		{"localhost/x", "localhost", "x", ""},
+		{"[::1]:5000/x", "[::1]:5000", "x", ""},
+		{"dtma-test-echo:0123456789ab", "docker.io", "dtma-test-echo", "0123456789ab"},
+	} {
+		ref, err := dtma.ParseImageRef(tt.in)
+		if err != nil || ref.Host != tt.host || ref.Path != tt.path || ref.Tag != tt.tag {
+			t.Errorf("ParseImageRef(%q) = %+v, %v", tt.in, ref, err)
+		}
+	}
+	for _, bad := range []string{"", ":5000/x", "/x", "x/", "x:", "a//b", "a.io/", "a.io:/x"} {
+		if _, err := dtma.ParseImageRef(bad); dtma.ErrorField(err) != "image" {
+			t.Errorf("ParseImageRef(%q) = %v, want an error on image", bad, err)
 		}
 	}
 }

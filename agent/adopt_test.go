@@ -283,7 +283,7 @@ func TestAdoptLabelled(t *testing.T) {
 // with labels when it vanished while wanted running.
 func TestTrackedByContainerID(t *testing.T) {
 	b := newBed(t)
-	legacy := b.rt.AddContainer(dtma.Container{Name: "Legacy Tool", Image: testImage, State: dtma.DockerRunning,
+	legacy := b.rt.AddContainer(dtma.Container{Name: "Legacy-Tool", Image: testImage, State: dtma.DockerRunning,
 		Ports: []dtma.Port{{ContainerPort: 8080, Protocol: "tcp", HostPort: 31005}}})
 	b.open()
 	res, err := b.a.AdoptContainer(b.ctx, dtma.AdoptRequest{Name: "Legacy Tool", Image: testImage})
@@ -309,7 +309,7 @@ func TestTrackedByContainerID(t *testing.T) {
 	b2 := newBed(t)
 	id := b2.rt.AddContainer(dtma.Container{Name: "old", Image: testImage, State: dtma.DockerRunning})
 	b2.open()
-	if _, err := b2.a.AdoptContainer(b2.ctx, dtma.AdoptRequest{Name: "old"}); err != nil {
+	if _, err := b2.a.AdoptContainer(b2.ctx, dtma.AdoptRequest{Name: "old", Image: testImage}); err != nil {
 		t.Fatal(err)
 	}
 	b2.rt.FailNext(runtimetest.InspectContainer, dtma.Errorf(dtma.EUNAVAILABLE, "timeout"))
@@ -325,10 +325,12 @@ func TestAdoptContainer(t *testing.T) {
 	b := newBed(t)
 	legacy := b.rt.AddContainer(dtma.Container{Name: "Context7-MCP-Server-1", Image: testImage, State: dtma.DockerRunning,
 		Env: map[string]string{"API_KEY": secretValue}})
-	labelled := b.seed("managed", dtma.DockerRunning, nil)
+	b.seed("managed", dtma.DockerRunning, nil)
+	b.rt.AddContainer(dtma.Container{Name: "managed", Image: testImage, State: dtma.DockerExited})
 	b.rt.AddContainer(dtma.Container{Name: "foreign-dtma", Image: testImage, State: dtma.DockerRunning,
 		Labels: map[string]string{dtma.LabelHost: "host-2"}})
-	b.rt.AddContainer(dtma.Container{Name: "other-image", Image: "other:1", State: dtma.DockerExited})
+	b.rt.AddContainer(dtma.Container{Name: "imgdiff", Image: "other:1", State: dtma.DockerExited})
+	b.rt.AddContainer(dtma.Container{Name: "spare", Image: testImage, State: dtma.DockerExited})
 	b.open()
 	const acct = "6f1c1f0e-4a59-4d5e-9a59-3f1d2c8b9e10"
 	req := dtma.AdoptRequest{Name: "Context7 MCP Server-1", AccountToolInstanceID: acct, Image: testImage}
@@ -357,32 +359,39 @@ func TestAdoptContainer(t *testing.T) {
 		req  dtma.AdoptRequest
 		want string
 	}{
-		{dtma.AdoptRequest{Name: "absent"}, "no container named"},
-		{dtma.AdoptRequest{Name: "x", Container: "other-image", Image: testImage}, "runs image"},
-		{dtma.AdoptRequest{Name: "x", Container: "foreign-dtma"}, "already managed by DTMA"},
-		{dtma.AdoptRequest{Name: "x", Container: "Context7-MCP-Server-1"}, "already managed as instance"},
-		{dtma.AdoptRequest{Name: "managed", Container: "other-image"}, "already managed with another container"},
-		{dtma.AdoptRequest{Name: "y", AccountToolInstanceID: acct, Container: "other-image"}, "already managed as instance"},
+		{dtma.AdoptRequest{Name: "absent", Image: testImage}, "no container named"},
+		{dtma.AdoptRequest{Name: "imgdiff", Image: testImage}, "runs image"},
+		{dtma.AdoptRequest{Name: "foreign-dtma", Image: testImage}, "DTMA's labels"},
+		{dtma.AdoptRequest{Name: "Context7-MCP-Server-1", Image: testImage}, "already managed as instance"},
+		{dtma.AdoptRequest{Name: "managed", Image: testImage}, "already managed with another container"},
+		{dtma.AdoptRequest{Name: "spare", AccountToolInstanceID: acct, Image: testImage}, "already managed as instance"},
+		{dtma.AdoptRequest{Name: "x", Container: "spare", Image: testImage}, "not named after"},
 	} {
 		res, err := b.a.AdoptContainer(b.ctx, tc.req)
 		if err != nil || res.Action != "skip" || !strings.Contains(res.Reason, tc.want) {
 			t.Errorf("%+v: %+v %v; want a skip saying %q", tc.req, res, err, tc.want)
 		}
 	}
-	for _, bad := range []dtma.AdoptRequest{{Name: ""}, {Name: "x", AccountToolInstanceID: "nope"}, {Name: "x", Image: "Bad Image!"}} {
+	for _, bad := range []dtma.AdoptRequest{
+		{Name: "", Image: testImage}, {Name: "x"}, {Name: "x", Image: testImage, AccountToolInstanceID: "nope"},
+		{Name: "x", Image: "Bad Image!"}, {Name: "x", Image: testImage, Container: "../x"},
+	} {
 		if _, err := b.a.AdoptContainer(b.ctx, bad); dtma.ErrorCode(err) != dtma.EINVALID {
 			t.Errorf("%+v: %v, want invalid", bad, err)
 		}
 	}
 	b.rt.SetDown(true)
-	_, err = b.a.AdoptContainer(b.ctx, dtma.AdoptRequest{Name: "z"})
+	_, err = b.a.AdoptContainer(b.ctx, dtma.AdoptRequest{Name: "spare", Image: testImage})
 	wantCode(t, err, dtma.EUNAVAILABLE)
 	b.rt.SetDown(false)
 	b.rt.FailNext(runtimetest.InspectContainer, dtma.Errorf(dtma.EUNAVAILABLE, "timeout"))
-	_, err = b.a.AdoptContainer(b.ctx, dtma.AdoptRequest{Name: "z"})
+	_, err = b.a.AdoptContainer(b.ctx, dtma.AdoptRequest{Name: "spare", Image: testImage})
 	wantCode(t, err, dtma.EUNAVAILABLE)
 	b.reg.SetFail(failOps(registrytest.OpCreateInstance))
-	_, err = b.a.AdoptContainer(b.ctx, dtma.AdoptRequest{Name: "other", Container: "other-image"})
+	_, err = b.a.AdoptContainer(b.ctx, dtma.AdoptRequest{Name: "spare", Image: testImage})
 	wantCode(t, err, dtma.EUNAVAILABLE)
-	_ = labelled
+	b.reg.SetFail(nil)
+	if b.row("spare") != nil {
+		t.Fatal("a failed adoption left a row")
+	}
 }

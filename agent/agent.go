@@ -46,11 +46,28 @@ type Config struct {
 	// a container that disappeared (defaults 1 s and 5 min).
 	RecreateBackoffMin, RecreateBackoffMax time.Duration
 
+	// DefaultLimits are the resource limits of every tool container that
+	// neither its deploy nor the policy sets (a zero field: no limit).
+	// MaxLimits bound per-deploy overrides (a zero field: only the static
+	// bounds of dtma.ValidateLimits); a policy rule raises them for its
+	// images. Containers keep the limits they were created with until the
+	// agent next recreates them.
+	DefaultLimits dtma.Limits
+	MaxLimits     dtma.Limits
+	// Policy grants matching images more capabilities or other limits;
+	// nil grants nothing.
+	Policy *dtma.Policy
+
 	Logger *slog.Logger
 
 	// PortFree reports whether nothing on the host binds the port; nil
 	// uses a real bind probe.
 	PortFree func(hostIP string, port int, proto string) bool
+
+	// Registries says which registry hosts images may be pulled from;
+	// nil is the default policy (no loopback, link-local or private
+	// registry hosts).
+	Registries *dtma.RegistryPolicy
 
 	// Now is the clock crash-loop windows and recreate backoff are
 	// measured with; nil uses time.Now. Tests inject a fake clock.
@@ -87,6 +104,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.PortFree == nil {
 		c.PortFree = probePortFree
+	}
+	if c.Registries == nil {
+		c.Registries = &dtma.RegistryPolicy{}
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -161,6 +181,13 @@ func New(ctx context.Context, cfg Config, reg dtma.Registry, rt dtma.Runtime) (*
 	}
 	now := a.cfg.Now()
 	for _, inst := range rows {
+		if h := inst.Spec.Hash(); inst.SpecHash != h {
+			// Stored by an older agent with the hash over env values
+			// (or otherwise stale): recompute from the stored spec and
+			// let flush write it back.
+			inst.SpecHash = h
+			a.dirty[inst.ID] = true
+		}
 		a.view[inst.ID] = inst
 		if inst.Status == dtma.StatusCrashLoop {
 			// Restart times live in memory; the recorded status says
@@ -203,27 +230,33 @@ func (a *Agent) get(id string) *dtma.Instance {
 	return a.view[id].Clone()
 }
 
-// lookup finds an instance by ref: name first, then account tool instance
-// id, then instance id. It returns a copy or nil.
+// lookup finds an instance by ref, in this order: the instance id, then
+// the account tool instance id (both UUIDs, compared case-insensitively),
+// then the name (exact). New names cannot have the shape of a UUID
+// (dtma.ValidateName), so the three spaces cannot collide for rows created
+// now; a row stored earlier under a UUID-shaped name still resolves by that
+// name when no id or account id matches, and can no longer capture another
+// instance's id or account id. It returns a copy or nil.
 func (a *Agent) lookup(ref string) *dtma.Instance {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
 	lower := strings.ToLower(ref)
-	var byAcct, byID *dtma.Instance
+	var byAcct, byName *dtma.Instance
 	for _, inst := range a.view {
-		switch {
-		case inst.Name == ref:
+		if inst.ID == lower {
 			return inst.Clone()
-		case inst.AccountToolInstanceID != "" && inst.AccountToolInstanceID == lower:
+		}
+		if inst.AccountToolInstanceID != "" && inst.AccountToolInstanceID == lower {
 			byAcct = inst
-		case inst.ID == lower:
-			byID = inst
+		}
+		if inst.Name == ref {
+			byName = inst
 		}
 	}
 	if byAcct != nil {
 		return byAcct.Clone()
 	}
-	return byID.Clone()
+	return byName.Clone()
 }
 
 // find is lookup with ENOTFOUND.
@@ -303,8 +336,11 @@ func (a *Agent) noteRegistry(err error) {
 	a.health.mu.Unlock()
 }
 
+// noteDocker records Docker's health from an operation's outcome: nil says
+// it answered, EUNAVAILABLE that it did not. A failure of an image registry
+// (dtma.ErrRegistry) says nothing about Docker and is ignored.
 func (a *Agent) noteDocker(err error) {
-	if err != nil && dtma.ErrorCode(err) != dtma.EUNAVAILABLE {
+	if err != nil && (dtma.ErrorCode(err) != dtma.EUNAVAILABLE || errors.Is(err, dtma.ErrRegistry)) {
 		return
 	}
 	a.health.mu.Lock()

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -145,7 +146,8 @@ func TestMatchExisting(t *testing.T) {
 	changed := same
 	changed.Spec = dtma.Spec{Image: "img:1", Env: map[string]string{"K": "secret-v2"}}
 	_, err := a.matchExisting(changed)
-	if dtma.ErrorCode(err) != dtma.ECONFLICT || !strings.Contains(err.Error(), "env K") || strings.Contains(err.Error(), "secret") {
+	if dtma.ErrorCode(err) != dtma.ECONFLICT || !strings.Contains(err.Error(), "env values differ") ||
+		strings.Contains(err.Error(), "secret") || strings.Contains(err.Error(), "K,") || strings.Contains(err.Error(), "env K") {
 		t.Fatalf("changed env: %v", err)
 	}
 	otherName := same
@@ -176,7 +178,7 @@ func TestInstanceFromContainer(t *testing.T) {
 	if inst.Spec.Ports[0].HostPort != 0 || inst.Ports[0].HostPort != 31005 {
 		t.Errorf("requested %+v resolved %+v", inst.Spec.Ports, inst.Ports)
 	}
-	if inst.SpecHash != "h" || inst.AccountToolInstanceID != "6f1c1f0e-4a59-4d5e-9a59-3f1d2c8b9e10" || inst.DesiredState != dtma.DesiredStopped {
+	if inst.SpecHash != inst.Spec.Hash() || inst.AccountToolInstanceID != "6f1c1f0e-4a59-4d5e-9a59-3f1d2c8b9e10" || inst.DesiredState != dtma.DesiredStopped {
 		t.Errorf("%+v", inst)
 	}
 }
@@ -320,5 +322,81 @@ func TestProbePortFree(t *testing.T) {
 	}
 	if !probePortFree("127.0.0.1", 1, "sctp") {
 		t.Error("sctp is not probed: want free")
+	}
+}
+
+func TestValidContainerRef(t *testing.T) {
+	id := strings.Repeat("ab", 32)
+	for _, ok := range []string{"legacy-tool", "/legacy-tool", "Tool_1.a", id, "abc123"} {
+		if !validContainerRef(ok) {
+			t.Errorf("validContainerRef(%q) = false", ok)
+		}
+	}
+	for _, bad := range []string{"", "/", "../images/x", "../containers", "a/b", ".hidden", "-x", "a..b", "a b", "x?y", "x%2f", strings.Repeat("a", 256), strings.ToUpper(id) + "/"} {
+		if validContainerRef(bad) {
+			t.Errorf("validContainerRef(%q) = true", bad)
+		}
+	}
+	c := &dtma.Container{ID: id, Name: "legacy-tool"}
+	for ref, want := range map[string]bool{id: true, "legacy-tool": true, "/legacy-tool": true, id[:12]: false, "legacy": false} {
+		if got := exactContainer(c, ref); got != want {
+			t.Errorf("exactContainer(%q) = %v, want %v", ref, got, want)
+		}
+	}
+}
+
+// Lookup resolves the instance id first, then the account id, then the
+// name; a row stored earlier under a UUID-shaped name cannot capture
+// another's id or account id, and still resolves by its name.
+func TestLookupOrder(t *testing.T) {
+	a := testAgent(nil)
+	victim := &dtma.Instance{ID: "11111111-1111-4111-8111-111111111111", Name: "victim", AccountToolInstanceID: "22222222-2222-4222-8222-222222222222"}
+	byID := &dtma.Instance{ID: "33333333-3333-4333-8333-333333333333", Name: victim.ID}
+	byAcct := &dtma.Instance{ID: "44444444-4444-4444-8444-444444444444", Name: strings.ToUpper(victim.AccountToolInstanceID)}
+	old := &dtma.Instance{ID: "55555555-5555-4555-8555-555555555555", Name: "66666666-6666-4666-8666-666666666666"}
+	for _, inst := range []*dtma.Instance{victim, byID, byAcct, old} {
+		a.view[inst.ID] = inst
+	}
+	for ref, want := range map[string]string{
+		victim.ID: victim.ID, strings.ToUpper(victim.ID): victim.ID,
+		victim.AccountToolInstanceID: victim.ID, strings.ToUpper(victim.AccountToolInstanceID): victim.ID,
+		"victim": victim.ID, old.Name: old.ID, byID.ID: byID.ID,
+	} {
+		if got := a.lookup(ref); got == nil || got.ID != want {
+			t.Errorf("lookup(%q) = %v, want %s", ref, got, want)
+		}
+	}
+}
+
+// A look-alike container is claimed by spec only when its own env carries
+// the row's values: the label hash leaves them out.
+func TestSameEnvValues(t *testing.T) {
+	spec := dtma.Spec{Image: "x:1", Env: map[string]string{"API_KEY": "v1"}}
+	for env, want := range map[string]bool{"v1": true, "v2": false, "": false} {
+		c := &dtma.Container{Env: map[string]string{"PATH": "/bin"}}
+		if env != "" {
+			c.Env["API_KEY"] = env
+		}
+		if got := sameEnvValues(c, spec); got != want {
+			t.Errorf("container API_KEY=%q: sameEnvValues = %v, want %v", env, got, want)
+		}
+	}
+	if !sameSpecHash(spec.LegacyHash(), &dtma.Instance{Spec: spec, SpecHash: spec.Hash()}) || sameSpecHash("", &dtma.Instance{Spec: spec}) {
+		t.Errorf("sameSpecHash must accept the current and the older label, never an empty one")
+	}
+}
+
+// A registry that cannot be reached does not mark Docker down; Docker
+// itself not answering does.
+func TestNoteDockerIgnoresRegistryFailures(t *testing.T) {
+	a := testAgent(nil)
+	a.kick = make(chan struct{}, 1)
+	a.noteDocker(&dtma.Error{Code: dtma.EUNAVAILABLE, Message: "pull image x: the registry could not be reached or failed", Err: fmt.Errorf("%w 127.0.0.1:1: refused", dtma.ErrRegistry)})
+	if a.health.dockerErr != nil {
+		t.Fatalf("a registry failure marked Docker down: %v", a.health.dockerErr)
+	}
+	a.noteDocker(dtma.Errorf(dtma.EUNAVAILABLE, "docker unavailable: ping"))
+	if a.health.dockerErr == nil {
+		t.Fatalf("Docker not answering was not recorded")
 	}
 }

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -31,6 +32,10 @@ const testImage = "registry.example.com/tools/echo:1"
 // secretValue is the env value planted in every seeded row and deploy; it
 // must never appear in labels or errors.
 const secretValue = "s3cr3t-token-value"
+
+// resolve maps registry host names to the address the bed's resolver
+// gives them (others: a public documentation address).
+var resolve = map[string]string{"registry.internal.example": "10.0.0.5"}
 
 // fakeClock is the agent's Config.Now (and the fake runtime's clock).
 type fakeClock struct {
@@ -81,6 +86,15 @@ func newBed(t *testing.T) *bed {
 			RecreateBackoffMin: time.Second, RecreateBackoffMax: 8 * time.Second,
 			StopTimeout: time.Second, ResyncInterval: time.Hour,
 			Now: clock.Now,
+			// Registry hosts resolve here, without DNS (the test
+			// machine has no network but loopback): to a public
+			// documentation address, or as resolve says.
+			Registries: &dtma.RegistryPolicy{Lookup: func(_ context.Context, host string) ([]netip.Addr, error) {
+				if addr, ok := resolve[host]; ok {
+					return []netip.Addr{netip.MustParseAddr(addr)}, nil
+				}
+				return []netip.Addr{netip.MustParseAddr("203.0.113.10")}, nil
+			}},
 		},
 		ports: 31500,
 	}

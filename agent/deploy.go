@@ -23,6 +23,14 @@ func (a *Agent) Deploy(ctx context.Context, req dtma.DeployRequest) (*dtma.Insta
 	if err := req.Validate(); err != nil {
 		return nil, false, err
 	}
+	if err := a.checkLimits(req.Spec); err != nil {
+		return nil, false, err
+	}
+	// Before any lock, write or pull: the registry host must be one the
+	// daemon may be sent to.
+	if err := a.cfg.Registries.CheckImage(ctx, req.Spec.Image); err != nil {
+		return nil, false, err
+	}
 	unlock, err := a.lockInstance(ctx, req.Name)
 	if err != nil {
 		return nil, false, err
@@ -118,8 +126,13 @@ func (a *Agent) matchExisting(req dtma.DeployRequest) (*dtma.Instance, error) {
 	if byName.PendingOp == dtma.OpRemove {
 		return nil, dtma.Errorf(dtma.ECONFLICT, "instance %q is being removed; retry when it is gone", req.Name)
 	}
-	if req.Spec.Hash() != byName.SpecHash {
+	if !req.Spec.Equal(byName.Spec) {
+		// Diff names env variables added or removed, never one whose
+		// only change is its value (that would confirm a guessed secret).
 		diff := byName.Spec.Diff(req.Spec)
+		if byName.Spec.Limits != req.Spec.Limits {
+			diff = append(diff, "limits")
+		}
 		if len(diff) == 0 {
 			diff = []string{"spec"}
 		}
@@ -163,6 +176,10 @@ func (a *Agent) labelsFor(inst *dtma.Instance) map[string]string {
 	}
 	b, _ := json.Marshal(ports)
 	l[dtma.LabelPorts] = string(b)
+	if !inst.Spec.Limits.IsZero() {
+		b, _ := json.Marshal(inst.Spec.Limits)
+		l[dtma.LabelLimits] = string(b)
+	}
 	return l
 }
 
@@ -172,8 +189,16 @@ func (a *Agent) labelsFor(inst *dtma.Instance) map[string]string {
 // name and dtma.instance-id label), and moves to the disambiguated name when
 // a foreign container holds the derived one.
 func (a *Agent) createAndStart(ctx context.Context, inst *dtma.Instance, policy dtma.PullPolicy) error {
+	// Rows stored before the registry policy existed (or before it was
+	// tightened) are held to it too whenever a pull may happen.
+	if policy != dtma.PullNever {
+		if err := a.cfg.Registries.CheckImage(ctx, inst.Spec.Image); err != nil {
+			return fmt.Errorf("deploy %s: %w", inst.Name, err)
+		}
+	}
 	warning, err := a.rt.EnsureImage(ctx, inst.Spec.Image, policy)
-	a.noteDocker(err)
+	a.noteDocker(err) // ignores registry failures: they say nothing of Docker
+
 	if err != nil {
 		return fmt.Errorf("deploy %s: %w", inst.Name, imageField(err))
 	}
@@ -222,12 +247,15 @@ func (a *Agent) createContainer(ctx context.Context, inst *dtma.Instance) (strin
 	// a create takes 200-300 ms on an idle daemon, seconds on a busy one.
 	reservedUntil := time.Now().Add(reservedNameWait)
 	for attempt := 0; attempt < 2; attempt++ {
+		limits, caps := a.confinement(inst.Spec)
 		cfg := dtma.ContainerConfig{
 			Name:   inst.ContainerName,
 			Image:  inst.Spec.Image,
 			Env:    inst.Spec.Env,
 			Ports:  inst.Ports,
 			Labels: a.labelsFor(inst),
+			Limits: limits,
+			CapAdd: caps,
 		}
 		id, err := a.rt.CreateContainer(ctx, cfg)
 		a.noteDocker(err)

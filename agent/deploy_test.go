@@ -119,6 +119,11 @@ func TestDeployRejected(t *testing.T) {
 			r.Spec.Ports = []dtma.Port{{ContainerPort: 80, Protocol: "tcp", HostPort: 31000}}
 			return r
 		}, dtma.ECONFLICT, "ports[0].host_port"},
+		{"image from a registry host that resolves to a private address", func() dtma.DeployRequest {
+			r := deployReq("new")
+			r.Spec.Image = "registry.internal.example/tools/x:1"
+			return r
+		}, dtma.EINVALID, "image"},
 		{"image absent, pull policy never", func() dtma.DeployRequest {
 			r := deployReq("new")
 			r.Spec.Image = "registry.example.com/absent:1"
@@ -230,6 +235,14 @@ func TestDeployFailureLeavesNothing(t *testing.T) {
 			b.rt.SetDown(false)
 			if cs := b.rt.Containers(); len(cs) != 0 {
 				t.Errorf("container left: %s %s", cs[0].Name, cs[0].State)
+			}
+			if strings.HasPrefix(tc.name, "image") || strings.HasPrefix(tc.name, "registry of images") {
+				b.a.health.mu.Lock()
+				dockerErr := b.a.health.dockerErr
+				b.a.health.mu.Unlock()
+				if dockerErr != nil {
+					t.Errorf("an image registry failure was taken for Docker being down: %v", dockerErr)
+				}
 			}
 			if n := len(b.rt.CallsOf(runtimetest.CreateContainer)); n != tc.creates {
 				t.Errorf("%d creates, want %d", n, tc.creates)

@@ -297,7 +297,7 @@ func (a *Agent) relist(ctx context.Context, full bool) error {
 		var c *dtma.Container
 		for _, cand := range containers {
 			if claimed[cand.ID] || cand.Labels[dtma.LabelInstance] != inst.Name ||
-				cand.Labels[dtma.LabelSpecHash] != inst.SpecHash || a.get(cand.Labels[dtma.LabelInstanceID]) != nil {
+				!sameSpecHash(cand.Labels[dtma.LabelSpecHash], inst) || a.get(cand.Labels[dtma.LabelInstanceID]) != nil {
 				continue
 			}
 			fc, err := a.rt.InspectContainer(ctx, cand.ID)
@@ -306,6 +306,11 @@ func (a *Agent) relist(ctx context.Context, full bool) error {
 			} else if err != nil {
 				a.noteDocker(err)
 				return fmt.Errorf("relist: %w", err)
+			}
+			// The label hash leaves env values out; the container's own
+			// config must carry the row's values for it to be this spec.
+			if !sameEnvValues(fc, inst.Spec) {
+				continue
 			}
 			if sameHostPorts(fc.Ports, inst.Ports) || !neverStarted(fc) {
 				c = fc
@@ -632,7 +637,9 @@ func sameObserved(a, b dtma.Observed) bool {
 // and inspect data. It never restarts or recreates the container.
 func (a *Agent) adoptLabelled(ctx context.Context, c *dtma.Container) {
 	name := c.Labels[dtma.LabelInstance]
-	if name == "" || dtma.ValidateName(name) != nil {
+	// A UUID-shaped name is refused for new instances only: an older
+	// agent may have labelled its container with one.
+	if err := dtma.ValidateName(name); name == "" || (err != nil && !dtma.IsUUID(name)) {
 		a.log.Warn("container labelled for this host has no valid instance name; left alone", "container", c.Name)
 		return
 	}
@@ -693,6 +700,24 @@ func (a *Agent) adoptLabelled(ctx context.Context, c *dtma.Container) {
 	a.log.Info("adopted container", "instance", name, "container", c.Name, "id", c.ID)
 }
 
+// sameSpecHash reports whether a container's dtma.spec-hash label is the
+// hash of inst's spec: the current form, or the form an older agent wrote
+// (over env values), so that its containers are still recognised.
+func sameSpecHash(label string, inst *dtma.Instance) bool {
+	return label != "" && (label == inst.SpecHash || label == inst.Spec.Hash() || label == inst.Spec.LegacyHash())
+}
+
+// sameEnvValues reports whether the inspected container c sets every env
+// variable of spec to the spec's value.
+func sameEnvValues(c *dtma.Container, spec dtma.Spec) bool {
+	for k, v := range spec.Env {
+		if cv, ok := c.Env[k]; !ok || cv != v {
+			return false
+		}
+	}
+	return true
+}
+
 // instanceFromContainer rebuilds a record from a DTMA-labelled container.
 func instanceFromContainer(c *dtma.Container, id, name string) *dtma.Instance {
 	spec := dtma.Spec{Image: c.Image}
@@ -716,10 +741,15 @@ func instanceFromContainer(c *dtma.Container, id, name string) *dtma.Instance {
 	} else {
 		spec.Ports = append([]dtma.Port(nil), c.Ports...)
 	}
-	hash := c.Labels[dtma.LabelSpecHash]
-	if hash == "" {
-		hash = spec.Hash()
+	if raw, ok := c.Labels[dtma.LabelLimits]; ok {
+		var l dtma.Limits
+		if json.Unmarshal([]byte(raw), &l) == nil && dtma.ValidateLimits(l) == nil {
+			spec.Limits = l
+		}
 	}
+	// The hash is recomputed from the rebuilt spec rather than copied
+	// from the label: an older agent's label hashed env values.
+	hash := spec.Hash()
 	desired := dtma.DesiredStopped
 	if c.State == dtma.DockerRunning || c.State == dtma.DockerRestarting || c.State == dtma.DockerPaused {
 		desired = dtma.DesiredRunning

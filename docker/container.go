@@ -19,7 +19,8 @@ import (
 	"github.com/agentopia/dtma"
 )
 
-// Safe defaults applied to every container DTMA creates.
+// Safe defaults applied to every container DTMA creates (see also
+// CreateContainer: all capabilities dropped but cfg.CapAdd).
 const (
 	securityOpt   = "no-new-privileges:true"
 	logDriver     = "json-file"
@@ -33,7 +34,11 @@ const (
 // KEY=VALUE, each port exposed and published (HostIP "" becomes
 // Options.DefaultHostIP, HostPort 0 lets Docker pick), restart policy
 // unless-stopped, no-new-privileges, not privileged, json-file logs capped at
-// 3 x 10 MB, default bridge network and private pid/ipc namespaces.
+// 3 x 10 MB and private pid/ipc namespaces; every capability dropped but
+// cfg.CapAdd; cfg.Limits as memory (swap not added on top), PIDs and CPU
+// limits (a zero field: none). In isolated mode (the default) it joins its
+// host's DTMA network with room (see pickNetwork; the host is the
+// dtma.host label), else Docker's default bridge.
 // ECONFLICT when the name is taken, ENOTFOUND when the image is absent,
 // EINVALID for a bad port or a config Docker rejects, EUNAVAILABLE when the
 // daemon cannot be reached. Errors never contain env values.
@@ -85,6 +90,41 @@ func (r *Runtime) CreateContainer(ctx context.Context, cfg dtma.ContainerConfig)
 		bindings[port] = append(bindings[port], network.PortBinding{HostIP: hostIP, HostPort: hostPort})
 	}
 
+	hc := &container.HostConfig{
+		PortBindings:  bindings,
+		RestartPolicy: container.RestartPolicy{Name: restartPolicy},
+		SecurityOpt:   []string{securityOpt},
+		Privileged:    false,
+		CapDrop:       []string{"ALL"},
+		CapAdd:        append([]string(nil), cfg.CapAdd...),
+		LogConfig: container.LogConfig{
+			Type:   logDriver,
+			Config: map[string]string{"max-size": logMaxSize, "max-file": logMaxFile},
+		},
+	}
+	if l := cfg.Limits; l.Memory > 0 {
+		hc.Memory, hc.MemorySwap = l.Memory, l.Memory
+	}
+	if l := cfg.Limits; l.PIDs > 0 {
+		pids := l.PIDs
+		hc.PidsLimit = &pids
+	}
+	if l := cfg.Limits; l.MilliCPUs > 0 {
+		hc.NanoCPUs = l.MilliCPUs * 1_000_000
+	}
+	var netCfg *network.NetworkingConfig
+	if r.isolated {
+		id, release, err := r.pickNetwork(ctx, labels[dtma.LabelHost])
+		if err != nil {
+			return "", fmt.Errorf("create container %s: %w", cfg.Name, err)
+		}
+		defer release()
+		// By id, also in the endpoint (what Docker resolves at start), so
+		// that a network name that exists twice is never ambiguous.
+		hc.NetworkMode = container.NetworkMode(id)
+		netCfg = &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{id: {NetworkID: id}}}
+	}
+
 	res, err := r.client.ContainerCreate(ctx, client.ContainerCreateOptions{
 		Name: cfg.Name,
 		Config: &container.Config{
@@ -93,16 +133,8 @@ func (r *Runtime) CreateContainer(ctx context.Context, cfg dtma.ContainerConfig)
 			Labels:       labels,
 			ExposedPorts: exposed,
 		},
-		HostConfig: &container.HostConfig{
-			PortBindings:  bindings,
-			RestartPolicy: container.RestartPolicy{Name: restartPolicy},
-			SecurityOpt:   []string{securityOpt},
-			Privileged:    false,
-			LogConfig: container.LogConfig{
-				Type:   logDriver,
-				Config: map[string]string{"max-size": logMaxSize, "max-file": logMaxFile},
-			},
-		},
+		HostConfig:       hc,
+		NetworkingConfig: netCfg,
 	})
 	if err != nil {
 		return "", redactEnv(r.wrap(err, "create container %s", cfg.Name), cfg.Env)

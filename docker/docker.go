@@ -39,6 +39,16 @@ type Options struct {
 	// ExtraLabels are added to every container created, for example
 	// dtma.test=<run id> in tests. ContainerConfig.Labels win on a clash.
 	ExtraLabels map[string]string
+
+	// Network is NetworkIsolated ("" means it too) or NetworkBridge.
+	Network string
+	// NetworkShardSize is how many containers one isolated network takes
+	// (default DefaultShardSize, at most MaxShardSize).
+	NetworkShardSize int
+	// NetworkSubnets, when set, is an IPv4 pool the isolated networks'
+	// subnets are cut from (each sized for a shard: a /22 for 1000); unset,
+	// Docker's default address pools are used.
+	NetworkSubnets string
 }
 
 // Runtime is a dtma.Runtime backed by a Docker daemon. It is safe for
@@ -47,6 +57,12 @@ type Runtime struct {
 	client        *client.Client
 	defaultHostIP netip.Addr
 	extraLabels   map[string]string
+
+	isolated   bool
+	shardSize  int
+	subnets    netip.Prefix // zero: Docker's pools
+	subnetBits int
+	nets       networks
 }
 
 var _ dtma.Runtime = (*Runtime)(nil)
@@ -71,6 +87,31 @@ func New(opts Options) (*Runtime, error) {
 			return nil, &dtma.Error{Code: dtma.EINVALID, Message: fmt.Sprintf("default host ip %q is not an IP address", opts.DefaultHostIP), Err: err}
 		}
 		r.defaultHostIP = ip
+	}
+
+	switch opts.Network {
+	case "", NetworkIsolated:
+		r.isolated = true
+	case NetworkBridge:
+	default:
+		return nil, &dtma.Error{Code: dtma.EINVALID, Message: fmt.Sprintf("network mode %q: must be %s or %s", opts.Network, NetworkIsolated, NetworkBridge)}
+	}
+	r.shardSize = opts.NetworkShardSize
+	if r.shardSize == 0 {
+		r.shardSize = DefaultShardSize
+	}
+	if r.shardSize < 1 || r.shardSize > MaxShardSize {
+		return nil, &dtma.Error{Code: dtma.EINVALID, Message: fmt.Sprintf("network shard size %d: must be from 1 to %d", r.shardSize, MaxShardSize)}
+	}
+	if opts.NetworkSubnets != "" {
+		pool, err := netip.ParsePrefix(opts.NetworkSubnets)
+		if err == nil {
+			err = checkSubnets(pool, r.shardSize)
+		}
+		if err != nil {
+			return nil, &dtma.Error{Code: dtma.EINVALID, Message: fmt.Sprintf("network subnets %q: %v", opts.NetworkSubnets, err)}
+		}
+		r.subnets, r.subnetBits = pool.Masked(), SubnetBits(r.shardSize)
 	}
 
 	copts := []client.Opt{

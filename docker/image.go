@@ -19,17 +19,21 @@ import (
 //
 //   - missing (or ""): pull only when the image is absent locally;
 //   - always: pull; when the pull fails but a local copy exists, return a
-//     warning naming the image and the reason, and no error;
+//     warning naming the image and the kind of failure, and no error;
 //   - never: never pull; EINVALID when the image is absent.
 //
-// A pull that fails while the image is absent gives EINVALID when the
-// registry says the image does not exist or may not be pulled (not found,
-// manifest unknown, unauthorized, denied) and EUNAVAILABLE otherwise (the
-// registry or the daemon cannot be reached). EINVALID for a malformed
-// reference or an unknown policy.
+// A pull that fails while the image is absent is summarised, never echoing
+// the daemon's or the registry's text (a registry's answer is whatever its
+// operator, or an attacker who named it, wants it to be): EINVALID on field
+// "image" when the registry says the image does not exist or may not be
+// pulled (not found, manifest unknown, unauthorized, denied), EUNAVAILABLE
+// with a message about the registry otherwise (unreachable, failing). Those
+// errors wrap dtma.ErrRegistry. EUNAVAILABLE without it when the daemon
+// itself cannot be reached. EINVALID for a malformed reference or an unknown
+// policy.
 func (r *Runtime) EnsureImage(ctx context.Context, image string, policy dtma.PullPolicy) (string, error) {
 	if _, err := reference.ParseNormalizedNamed(image); err != nil {
-		return "", &dtma.Error{Code: dtma.EINVALID, Message: fmt.Sprintf("image %q is not a valid reference: %v", image, err), Err: err}
+		return "", &dtma.Error{Code: dtma.EINVALID, Field: "image", Message: fmt.Sprintf("image %q is not a valid reference", image), Err: err}
 	}
 	present, err := r.imagePresent(ctx, image)
 	if err != nil {
@@ -42,7 +46,7 @@ func (r *Runtime) EnsureImage(ctx context.Context, image string, policy dtma.Pul
 		}
 	case dtma.PullNever:
 		if !present {
-			return "", dtma.Errorf(dtma.EINVALID, "image %s is not present locally and pull_policy is never", image)
+			return "", dtma.FieldErrorf(dtma.EINVALID, "image", "image %s is not present locally and pull_policy is never", image)
 		}
 		return "", nil
 	case dtma.PullAlways:
@@ -54,19 +58,38 @@ func (r *Runtime) EnsureImage(ctx context.Context, image string, policy dtma.Pul
 	if perr == nil {
 		return "", nil
 	}
-	if present {
-		if ctx.Err() != nil {
-			return "", r.wrap(perr, "pull image %s", image)
-		}
-		return fmt.Sprintf("pull of image %s failed (%s); using the local copy", image, reason(perr)), nil
-	}
 	if client.IsErrConnectionFailed(perr) || ctx.Err() != nil {
 		return "", r.wrap(perr, "pull image %s", image)
 	}
-	if registryRefused(perr) {
-		return "", &dtma.Error{Code: dtma.EINVALID, Message: fmt.Sprintf("image %s cannot be pulled: %s", image, reason(perr)), Err: perr}
+	kind, code := pullFailure(perr, image)
+	if present {
+		return fmt.Sprintf("pull of image %s failed (%s); using the local copy", image, kind), nil
 	}
-	return "", &dtma.Error{Code: dtma.EUNAVAILABLE, Message: fmt.Sprintf("pull image %s: %s", image, reason(perr)), Err: perr}
+	host := registryHost(image)
+	cause := fmt.Errorf("%w %s: %s", dtma.ErrRegistry, host, truncate(reason(perr), 300))
+	switch code {
+	case dtma.EINVALID:
+		return "", &dtma.Error{Code: dtma.EINVALID, Field: "image", Message: fmt.Sprintf("image %s cannot be pulled: %s", image, kind), Err: cause}
+	default:
+		return "", &dtma.Error{Code: dtma.EUNAVAILABLE, Message: fmt.Sprintf("pull image %s: %s", image, kind), Err: cause}
+	}
+}
+
+// registryHost returns the registry host an image reference is pulled
+// from ("docker.io" when it names none).
+func registryHost(image string) string {
+	if named, err := reference.ParseNormalizedNamed(image); err == nil {
+		return reference.Domain(named)
+	}
+	return "the registry"
+}
+
+// truncate cuts s to at most n bytes (for logs; never shown to callers).
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
 }
 
 // imagePresent reports whether the image is in the daemon's store.
@@ -123,18 +146,35 @@ func pullStreamError(r io.Reader) error {
 	}
 }
 
-// registryRefused reports whether a pull error means the registry answered
-// that the image does not exist or may not be pulled, as opposed to not
-// answering at all.
-func registryRefused(err error) bool {
-	if cerrdefs.IsNotFound(err) || cerrdefs.IsUnauthorized(err) || cerrdefs.IsPermissionDenied(err) || cerrdefs.IsInvalidArgument(err) {
-		return true
-	}
+// pullFailure summarises a failed pull in words of our own — the registry's
+// or daemon's text is never passed on — and the error code it deserves:
+// EINVALID when the registry answered that the image does not exist or may
+// not be pulled, EUNAVAILABLE when it could not be reached or failed.
+func pullFailure(err error, image string) (kind, code string) {
 	msg := strings.ToLower(err.Error())
-	for _, s := range []string{"manifest unknown", "not found", "unauthorized", "denied", "repository does not exist", "name unknown", "invalid reference"} {
-		if strings.Contains(msg, s) {
-			return true
-		}
+	// The image's own name must not steer the verdict
+	// ("ghcr.io/a/denied-tool" is not a denial).
+	if named, perr := reference.ParseNormalizedNamed(image); perr == nil {
+		msg = strings.ReplaceAll(msg, strings.ToLower(reference.Path(named)), "")
+		msg = strings.ReplaceAll(msg, strings.ToLower(reference.Domain(named)), "")
 	}
-	return false
+	msg = strings.ReplaceAll(msg, strings.ToLower(image), "")
+	has := func(words ...string) bool {
+		for _, w := range words {
+			if strings.Contains(msg, w) {
+				return true
+			}
+		}
+		return false
+	}
+	switch {
+	case cerrdefs.IsUnauthorized(err) || cerrdefs.IsPermissionDenied(err) ||
+		has("unauthorized", "denied", "authentication required", "no basic auth credentials"):
+		return "the registry refused access (unauthorized or denied)", dtma.EINVALID
+	case cerrdefs.IsNotFound(err) || has("manifest unknown", "not found", "repository does not exist", "name unknown", "no such image"):
+		return "the registry does not have it (not found)", dtma.EINVALID
+	case cerrdefs.IsInvalidArgument(err) || has("invalid reference"):
+		return "the registry rejected the reference", dtma.EINVALID
+	}
+	return "the registry could not be reached or failed", dtma.EUNAVAILABLE
 }

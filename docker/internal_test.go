@@ -83,7 +83,7 @@ func TestClassify(t *testing.T) {
 	}
 }
 
-func TestRegistryRefused(t *testing.T) {
+func TestPullFailure(t *testing.T) {
 	refused := []error{
 		cerrdefs.ErrNotFound.WithMessage("manifest for x:1 not found"),
 		cerrdefs.ErrUnauthenticated,
@@ -91,16 +91,22 @@ func TestRegistryRefused(t *testing.T) {
 		errors.New("pull access denied for x, repository does not exist or may require 'docker login'"),
 	}
 	for _, err := range refused {
-		if !registryRefused(err) {
-			t.Errorf("registryRefused(%v) = false, want true", err)
+		if kind, code := pullFailure(err, "x:1"); code != dtma.EINVALID || strings.Contains(kind, "docker") {
+			t.Errorf("pullFailure(%v) = %q, %q; want invalid", err, kind, code)
 		}
 	}
-	for _, err := range []error{
-		errors.New(`Get "https://127.0.0.1:1/v2/": dial tcp 127.0.0.1:1: connect: connection refused`),
-		errors.New("net/http: TLS handshake timeout"),
+	for _, tc := range []struct {
+		err   error
+		image string
+	}{
+		{errors.New(`Get "https://127.0.0.1:1/v2/": dial tcp 127.0.0.1:1: connect: connection refused`), "127.0.0.1:1/x:1"},
+		{errors.New("net/http: TLS handshake timeout"), "x:1"},
+		{errors.New(`Get "https://ghcr.io/v2/a/denied-notfound/manifests/1": EOF`), "ghcr.io/a/denied-notfound:1"},
+		{errors.New(`received unexpected HTTP status: 500 Internal Server Error <html>secret internal page</html>`), "x:1"},
 	} {
-		if registryRefused(err) {
-			t.Errorf("registryRefused(%v) = true, want false", err)
+		kind, code := pullFailure(tc.err, tc.image)
+		if code != dtma.EUNAVAILABLE || !strings.Contains(kind, "registry") || strings.Contains(kind, "secret") {
+			t.Errorf("pullFailure(%v) = %q, %q; want unavailable, about the registry, no echo", tc.err, kind, code)
 		}
 	}
 }

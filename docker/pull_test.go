@@ -235,6 +235,12 @@ func TestPull(t *testing.T) {
 		ref := reg.Repo() + ":no-such-tag"
 		_, err := f.ensure(t, ref, dtma.PullMissing)
 		pullWantCode(t, "EnsureImage(unknown tag, missing)", err, dtma.EINVALID)
+		if dtma.ErrorField(err) != "image" || !strings.Contains(dtma.ErrorMessage(err), ref) || !strings.Contains(dtma.ErrorMessage(err), "not found") {
+			t.Errorf("unknown tag: %q (field %q), want field image naming the image and saying not found", dtma.ErrorMessage(err), dtma.ErrorField(err))
+		}
+		if strings.Contains(dtma.ErrorMessage(err), "manifest unknown") {
+			t.Errorf("unknown tag: %q echoes the registry's text", dtma.ErrorMessage(err))
+		}
 		if reg.Requests() == 0 {
 			t.Errorf("the registry was not asked")
 		}
@@ -258,6 +264,15 @@ func TestPull(t *testing.T) {
 		reg.SetDown(true)
 		_, err := f.ensure(t, reg.Ref(), dtma.PullMissing)
 		pullWantCode(t, "EnsureImage(absent, missing, registry 503)", err, dtma.EUNAVAILABLE)
+		// The registry's answer body is never passed on, and the failure
+		// is the registry's, not Docker's.
+		msg := dtma.ErrorMessage(err)
+		if strings.Contains(msg, "SetDown") || strings.Contains(msg, "is down") || !strings.Contains(msg, "registry") || strings.Contains(strings.ToLower(msg), "docker") {
+			t.Errorf("message %q: want a summary about the registry, without its body and without \"docker\"", msg)
+		}
+		if !errors.Is(err, dtma.ErrRegistry) {
+			t.Errorf("error %v does not wrap dtma.ErrRegistry", err)
+		}
 		if reg.Requests() == 0 {
 			t.Errorf("the registry was not asked")
 		}
@@ -272,6 +287,9 @@ func TestPull(t *testing.T) {
 		reg.Stop()
 		_, err := f.ensure(t, reg.Ref(), dtma.PullMissing)
 		pullWantCode(t, "EnsureImage(absent, missing, registry stopped)", err, dtma.EUNAVAILABLE)
+		if !errors.Is(err, dtma.ErrRegistry) || !strings.Contains(dtma.ErrorMessage(err), "registry") || strings.Contains(dtma.ErrorMessage(err), "connection refused") {
+			t.Errorf("registry stopped: %q; want a registry error without the daemon's text", dtma.ErrorMessage(err))
+		}
 	})
 
 	t.Run("RegistryUpAgain", func(t *testing.T) {

@@ -21,7 +21,7 @@ func BenchmarkRelistCost(b *testing.B) {
 	c := dockertest.Client(b)
 	image := dockertest.EchoImage(b)
 	dockertest.Cleanup(b, c, dockertest.TestLabel+"="+dockertest.RunID())
-	rt, err := docker.New(docker.Options{DefaultHostIP: "127.0.0.1", ExtraLabels: dockertest.Labels()})
+	rt, err := docker.New(docker.Options{DefaultHostIP: "127.0.0.1", ExtraLabels: dockertest.Labels(), Network: docker.NetworkBridge})
 	if err != nil {
 		b.Fatalf("docker.New: %v", err)
 	}

@@ -39,7 +39,7 @@ func newRTFixture(t *testing.T) *rtFixture {
 	c := dockertest.Client(t)
 	image := dockertest.EchoImage(t)
 	dockertest.Cleanup(t, c, dockertest.TestLabel+"="+dockertest.RunID())
-	rt, err := docker.New(docker.Options{DefaultHostIP: "127.0.0.1", ExtraLabels: dockertest.Labels()})
+	rt, err := docker.New(docker.Options{DefaultHostIP: "127.0.0.1", ExtraLabels: dockertest.Labels(), Network: docker.NetworkBridge})
 	if err != nil {
 		t.Fatalf("docker.New: %v", err)
 	}
@@ -610,7 +610,7 @@ func TestRuntimeUnavailable(t *testing.T) {
 	wantCode(t, "inspect", err, dtma.EUNAVAILABLE)
 	_, err = rt.ListContainers(ctx, "h")
 	wantCode(t, "list", err, dtma.EUNAVAILABLE)
-	_, err = rt.CreateContainer(ctx, dtma.ContainerConfig{Name: "x", Image: "busybox", Env: map[string]string{"K": "secret-v"}})
+	_, err = rt.CreateContainer(ctx, dtma.ContainerConfig{Name: "x", Image: "busybox", Env: map[string]string{"K": "secret-v"}, Labels: map[string]string{dtma.LabelHost: "h"}})
 	wantCode(t, "create", err, dtma.EUNAVAILABLE)
 	if strings.Contains(err.Error(), "secret-v") {
 		t.Errorf("create error reveals an env value: %v", err)

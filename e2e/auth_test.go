@@ -60,7 +60,9 @@ func everyRoute(ref, img string) []authRoute {
 func TestAuthEveryRoute(t *testing.T) {
 	t.Parallel()
 	img := EchoImage(t)
-	a := StartAgent(t, AgentOptions{})
+	// Hundreds of refusals from 127.0.0.1: the failed-auth limiter (tested
+	// in hardening_http_test.go) would answer most of them 429.
+	a := StartAgent(t, AgentOptions{Env: []string{"DTMA_AUTH_FAILURE_LIMIT=0"}})
 	acct := dtma.NewUUID()
 	r := a.Expect(201, "POST", "/tools", legacyBody(img, "Auth Target "+uniqueSuffix(), acct, nil, nil))
 	cid := str(jget(r.JSON(t), "data.container_id"))
@@ -176,7 +178,7 @@ func TestAuthBothTokens(t *testing.T) {
 // a token (the legacy behaviour) and nothing else.
 func TestAuthPublicStatus(t *testing.T) {
 	t.Parallel()
-	a := StartAgent(t, AgentOptions{Env: []string{"DTMA_PUBLIC_STATUS=true"}})
+	a := StartAgent(t, AgentOptions{Env: []string{"DTMA_PUBLIC_STATUS=true", "DTMA_AUTH_FAILURE_LIMIT=0"}})
 	r := a.DoAuth("GET", "/status", nil, "")
 	if r.Status != 200 || r.JSON(t)["status"] != "healthy" {
 		t.Fatalf("public GET /status: %d %s", r.Status, r.Body)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/agentopia/dtma"
+	dtmahttp "github.com/agentopia/dtma/http"
 )
 
 // rcWaitFirstRelist waits until a freshly started agent has finished its
@@ -30,7 +31,7 @@ func rcWaitFirstRelist(t testing.TB, a *Agent) {
 // moment later, its create event triggers another relist, and that relist
 // removes it (it never ran). So the invariants are checked as they settle:
 // they must hold within a few relists, and a violation that persists fails.
-func rcCheckConsistent(t testing.TB, a *Agent) []rcInstance {
+func rcCheckConsistent(t testing.TB, a *Agent) []dtmahttp.Instance {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for pass := 1; ; pass++ {
@@ -48,17 +49,17 @@ func rcCheckConsistent(t testing.TB, a *Agent) []rcInstance {
 	}
 }
 
-func rcConsistency(t testing.TB, a *Agent) ([]rcInstance, []string) {
+func rcConsistency(t testing.TB, a *Agent) ([]dtmahttp.Instance, []string) {
 	list := rcList(t, a)
 	var problems []string
-	ids := map[string]rcInstance{}
+	ids := map[string]dtmahttp.Instance{}
 	for _, inst := range list {
-		if inst.transient() {
+		if inst.Transient() {
 			problems = append(problems, fmt.Sprintf("instance %q is stuck in %s (pending %q) after a reconcile", inst.Name, inst.DTMAStatus, inst.PendingOp))
 		}
 		ids[inst.ID] = inst
 	}
-	byContainer := map[string]rcInstance{}
+	byContainer := map[string]dtmahttp.Instance{}
 	for _, inst := range list {
 		if inst.ContainerID != "" {
 			byContainer[inst.ContainerID] = inst
@@ -110,7 +111,7 @@ func crashDeployStorm(t *testing.T, opts AgentOptions) {
 	bodies := make([]map[string]any, n)
 	for i := range bodies {
 		bodies[i] = rcDeployBody(img, fmt.Sprintf("Storm Tool %d", i), dtma.NewUUID(),
-			map[string]string{"ECHO": fmt.Sprintf("storm-%d", i)}, rcPort{ContainerPort: 8080})
+			map[string]string{"ECHO": fmt.Sprintf("storm-%d", i)}, dtma.Port{ContainerPort: 8080})
 	}
 
 	// Six workers, one per instance, deploy (and now and then remove) in a
@@ -213,7 +214,7 @@ func crashDeployStorm(t *testing.T, opts AgentOptions) {
 			t.Fatalf("re-sent deploy %d: status %d\n%s", i, r.Status, r.Body)
 		}
 	}
-	var list []rcInstance
+	var list []dtmahttp.Instance
 	Eventually(t, 60*time.Second, "every instance running and settled", func() bool {
 		list = rcList(t, a)
 		if len(list) != n {

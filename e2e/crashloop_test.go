@@ -3,6 +3,8 @@ package e2e
 import (
 	"testing"
 	"time"
+
+	dtmahttp "github.com/agentopia/dtma/http"
 )
 
 // TestCrashLoop deploys a tool that exits with code 3 after 300 ms; Docker
@@ -16,10 +18,10 @@ func TestCrashLoop(t *testing.T) {
 	img := EchoImage(t)
 	a := StartAgent(t, AgentOptions{Env: []string{"DTMA_CRASHLOOP_RESTARTS=3", "DTMA_CRASHLOOP_WINDOW=2m"}})
 	r := a.Expect(201, "POST", "/v1/instances", rcDeployBody(img, "Crashy Tool", "", map[string]string{"EXIT_AFTER_MS": "300", "EXIT_CODE": "3"}))
-	var first rcInstance
+	var first dtmahttp.Instance
 	r.Decode(t, &first)
 
-	var got rcInstance
+	var got dtmahttp.Instance
 	Eventually(t, 90*time.Second, "dtma_status crashloop", func() bool {
 		got = rcMustGet(t, a, "Crashy Tool")
 		return got.DTMAStatus == "crashloop"

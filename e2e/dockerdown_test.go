@@ -23,7 +23,7 @@ func TestDockerDown(t *testing.T) {
 	a := StartAgent(t, AgentOptions{DockerHost: p.Host()})
 	pid := a.cmd.Process.Pid
 	acct := dtma.NewUUID()
-	one := rcDeploy(t, a, rcDeployBody(img, "down one", acct, map[string]string{"ECHO": "down"}, rcPort{ContainerPort: 8080}))
+	one := rcDeploy(t, a, rcDeployBody(img, "down one", acct, map[string]string{"ECHO": "down"}, dtma.Port{ContainerPort: 8080}))
 	rcDeploy(t, a, rcDeployBody(img, "down two", "", nil))
 	a.Expect(200, "POST", "/v1/instances/down%20two/stop", nil)
 	rcWaitRelists(t, a, 1)
@@ -46,7 +46,7 @@ func TestDockerDown(t *testing.T) {
 		{"POST", "/v1/instances/down%20one/stop", nil},
 		{"POST", "/v1/instances/" + acct + "/restart", nil},
 		{"POST", "/v1/instances", rcDeployBody(img, "down three", "", nil)},
-		{"POST", "/v1/instances", rcDeployBody(img, "down one", acct, map[string]string{"ECHO": "down"}, rcPort{ContainerPort: 8080})},
+		{"POST", "/v1/instances", rcDeployBody(img, "down one", acct, map[string]string{"ECHO": "down"}, dtma.Port{ContainerPort: 8080})},
 		{"DELETE", "/v1/instances/down%20one", nil},
 		{"GET", "/v1/instances/down%20one/logs", nil},
 	}
@@ -82,7 +82,7 @@ func TestDockerDown(t *testing.T) {
 		if inst.ObservedAt == nil || inst.ObservedAt.After(severedAt) {
 			t.Fatalf("%q observed_at %v, Docker was cut off at %s", inst.Name, inst.ObservedAt, severedAt)
 		}
-		if inst.transient() {
+		if inst.Transient() {
 			t.Fatalf("a refused operation left %q in %s", inst.Name, inst.DTMAStatus)
 		}
 	}

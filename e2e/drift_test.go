@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/agentopia/dtma"
+	dtmahttp "github.com/agentopia/dtma/http"
 )
 
 // TestDriftRemovedContainerRecreated: `docker rm -f` of a running
@@ -21,16 +22,16 @@ func TestDriftRemovedContainerRecreated(t *testing.T) {
 	img := EchoImage(t)
 	a := StartAgent(t, AgentOptions{})
 	fixed := freePort(t)
-	insts := []rcInstance{
-		rcDeploy(t, a, rcDeployBody(img, "drift rm fixed", "", map[string]string{"ECHO": "fixed"}, rcPort{ContainerPort: 8080, HostPort: fixed})),
-		rcDeploy(t, a, rcDeployBody(img, "drift rm auto", "", map[string]string{"ECHO": "auto"}, rcPort{ContainerPort: 8080})),
+	insts := []dtmahttp.Instance{
+		rcDeploy(t, a, rcDeployBody(img, "drift rm fixed", "", map[string]string{"ECHO": "fixed"}, dtma.Port{ContainerPort: 8080, HostPort: fixed})),
+		rcDeploy(t, a, rcDeployBody(img, "drift rm auto", "", map[string]string{"ECHO": "auto"}, dtma.Port{ContainerPort: 8080})),
 	}
 	want := []string{"fixed", "auto"}
 	for _, inst := range insts {
 		rcRemove(t, a, inst.ContainerID)
 	}
 	for i, old := range insts {
-		var now rcInstance
+		var now dtmahttp.Instance
 		Eventually(t, 60*time.Second, old.Name+" recreated", func() bool {
 			now = rcMustGet(t, a, old.Name)
 			return now.ContainerID != "" && now.ContainerID != old.ContainerID &&
@@ -77,7 +78,7 @@ func TestDriftStoppedBehindBack(t *testing.T) {
 	t.Parallel()
 	img := EchoImage(t)
 	a := StartAgent(t, AgentOptions{})
-	inst := rcDeploy(t, a, rcDeployBody(img, "drift stop", "", map[string]string{"ECHO": "drift"}, rcPort{ContainerPort: 8080}))
+	inst := rcDeploy(t, a, rcDeployBody(img, "drift stop", "", map[string]string{"ECHO": "drift"}, dtma.Port{ContainerPort: 8080}))
 
 	// Settled and running: resyncs write nothing.
 	rcWaitRelists(t, a, 1)
@@ -98,7 +99,7 @@ func TestDriftStoppedBehindBack(t *testing.T) {
 
 	// docker stop behind its back: recorded as exited, shown as drift.
 	rcStop(t, a, inst.ContainerID)
-	var got rcInstance
+	var got dtmahttp.Instance
 	Eventually(t, 30*time.Second, "the stop observed", func() bool {
 		got = rcMustGet(t, a, "drift stop")
 		return got.DockerStatus == "exited" && got.Drift
@@ -209,7 +210,7 @@ func TestDriftRecreateRetries(t *testing.T) {
 	img := EchoImage(t)
 	a := StartAgent(t, AgentOptions{})
 	port := freePort(t)
-	inst := rcDeploy(t, a, rcDeployBody(img, "retry me", "", map[string]string{"ECHO": "retried"}, rcPort{ContainerPort: 8080, HostPort: port}))
+	inst := rcDeploy(t, a, rcDeployBody(img, "retry me", "", map[string]string{"ECHO": "retried"}, dtma.Port{ContainerPort: 8080, HostPort: port}))
 	a.Kill()
 	rcRemove(t, a, inst.ContainerID)
 	l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
@@ -218,7 +219,7 @@ func TestDriftRecreateRetries(t *testing.T) {
 	}
 	defer l.Close()
 	a.start()
-	var got rcInstance
+	var got dtmahttp.Instance
 	Eventually(t, 60*time.Second, "the failed recreate shown", func() bool {
 		got = rcMustGet(t, a, "retry me")
 		return got.DTMAStatus == "error" && got.LastError != nil

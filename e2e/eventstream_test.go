@@ -4,6 +4,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/agentopia/dtma"
+	dtmahttp "github.com/agentopia/dtma/http"
 )
 
 // TestEventStreamCut runs the agent through a proxy to Docker with the
@@ -25,7 +28,7 @@ func TestEventStreamCut(t *testing.T) {
 	sfx := " " + uniqueSuffix()
 	xName, yName := "stream stop"+sfx, "stream rm"+sfx
 	x := rcDeploy(t, a, rcDeployBody(img, xName, "", nil))
-	y := rcDeploy(t, a, rcDeployBody(img, yName, "", map[string]string{"ECHO": "stream"}, rcPort{ContainerPort: 8080}))
+	y := rcDeploy(t, a, rcDeployBody(img, yName, "", map[string]string{"ECHO": "stream"}, dtma.Port{ContainerPort: 8080}))
 	rcWaitFirstRelist(t, a)
 
 	// Events alone.
@@ -53,7 +56,7 @@ func TestEventStreamCut(t *testing.T) {
 		got := rcMustGet(t, a, xName)
 		return got.DockerStatus == "exited" && got.Drift && got.ContainerID == x.ContainerID
 	})
-	var now rcInstance
+	var now dtmahttp.Instance
 	Eventually(t, 60*time.Second, "the removed container recreated after the reconnect", func() bool {
 		now = rcMustGet(t, a, yName)
 		return now.ContainerID != y.ContainerID && now.ContainerID != "" && now.DockerStatus == "running" && now.PendingOp == ""

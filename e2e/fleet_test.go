@@ -6,10 +6,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	dtmahttp "github.com/agentopia/dtma/http"
 )
 
 // fleetHostNames returns the sorted "host/name" of instances.
-func fleetHostNames(list []pgInstance) []string {
+func fleetHostNames(list []dtmahttp.Instance) []string {
 	var out []string
 	for _, inst := range list {
 		out = append(out, inst.HostID+"/"+inst.Name)
@@ -163,7 +165,7 @@ func TestFleet(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("dtma fleet ls -o json: exit %d\n%s", code, stderr)
 		}
-		var list []pgInstance
+		var list []dtmahttp.Instance
 		if err := json.Unmarshal([]byte(out), &list); err != nil {
 			t.Fatalf("dtma fleet ls -o json is not JSON: %v\n%s", err, out)
 		}

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	dtmahttp "github.com/agentopia/dtma/http"
 	"github.com/agentopia/dtma/internal/dockertest"
 	"github.com/moby/moby/client"
 )
@@ -52,10 +53,17 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "e2e: build dtma:", err)
 		os.Exit(1)
 	}
-	code := m.Run()
+	// Each process starts at its own allocation block, so two suites run
+	// at once on one daemon rarely probe the same host ports.
+	portBlock.Store(int32(os.Getpid() % 300))
+	code := dockertest.Main(m) // then sweeps what this run left on the daemon
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
+
+// NetworkSubnets is the pool test agents cut their networks' subnets from
+// (a /22 per network at the default shard size: 64 networks at once).
+const NetworkSubnets = "10.213.0.0/16"
 
 // Token is the bearer token every test agent accepts.
 const Token = "e2e-0123456789abcdef0123456789abcdef0123456789abcdef0123456789ab"
@@ -107,6 +115,12 @@ func StartAgent(t testing.TB, opts AgentOptions) *Agent {
 			t.Errorf("the agent reported a data race:\n%s", a.Logs())
 		}
 		removeContainers(dc, "label="+dockertest.TestLabel+"="+dockertest.RunID(), "label=dtma.host="+a.HostID)
+		// The agent's networks (isolated mode), once their containers are gone.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := dockertest.RemoveNetworks(ctx, dc, dockertest.TestLabel+"="+dockertest.RunID(), "dtma.host="+a.HostID); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
 	})
 	a.start()
 	return a
@@ -153,6 +167,9 @@ func (a *Agent) Env() []string {
 		"DTMA_CONTAINER_LABELS=" + dockertest.TestLabel + "=" + dockertest.RunID(),
 		"DTMA_PORT_RANGE=" + strconv.Itoa(a.portLo) + "-" + strconv.Itoa(a.portLo+39),
 		"DTMA_RESYNC_INTERVAL=2s",
+		// Isolated networks get subnets from a pool of their own: Docker's
+		// default pools hold only ~31 networks for every test on the daemon.
+		"DTMA_NETWORK_SUBNETS=" + NetworkSubnets,
 		"DTMA_STOP_TIMEOUT=5s",
 		"DTMA_LOG_LEVEL=debug",
 	}
@@ -450,3 +467,6 @@ func Serves(port int, path, want string) bool {
 
 // EchoImage is the test image (built once, FROM scratch).
 func EchoImage(t testing.TB) string { return dockertest.EchoImage(t) }
+
+// Client returns the v1 client (the one the CLI uses) for this agent.
+func (a *Agent) Client() *dtmahttp.Client { return dtmahttp.NewClient(a.URL, Token) }

@@ -5,6 +5,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/agentopia/dtma"
+	dtmahttp "github.com/agentopia/dtma/http"
 )
 
 // TestKillBetweenIntentAndDocker kills the agent at the one moment a
@@ -108,7 +111,7 @@ func killBetweenIntentAndDockerDeployRemove(t *testing.T, opts AgentOptions) {
 	p.Hold(isCreate)
 	base := a.URL
 	go func() {
-		_, _, _ = rcTry(base, "POST", "/v1/instances", rcDeployBody(img, name, "", map[string]string{"ECHO": "held"}, rcPort{ContainerPort: 8080}), 30*time.Second)
+		_, _, _ = rcTry(base, "POST", "/v1/instances", rcDeployBody(img, name, "", map[string]string{"ECHO": "held"}, dtma.Port{ContainerPort: 8080}), 30*time.Second)
 	}()
 	Eventually(t, 20*time.Second, "the deploy intent recorded and its create held", func() bool {
 		inst, status := rcGet(t, a, name)
@@ -122,7 +125,7 @@ func killBetweenIntentAndDockerDeployRemove(t *testing.T, opts AgentOptions) {
 	since := time.Now()
 	a.start()
 	waitRelist(t, a, since)
-	var inst rcInstance
+	var inst dtmahttp.Instance
 	Eventually(t, 30*time.Second, "the interrupted deploy running", func() bool {
 		inst = rcMustGet(t, a, name)
 		return inst.PendingOp == "" && inst.DockerStatus == "running" && inst.DTMAStatus == "running"

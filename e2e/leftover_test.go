@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/agentopia/dtma"
+	dtmahttp "github.com/agentopia/dtma/http"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
@@ -25,12 +26,12 @@ import (
 // agent, removes the instance's container and creates the look-alike on a
 // fresh port, started or not. It returns the instance, the look-alike's id
 // and its port.
-func leftoverSetup(t *testing.T, a *Agent, name, echo string, start bool) (rcInstance, string, int) {
+func leftoverSetup(t *testing.T, a *Agent, name, echo string, start bool) (dtmahttp.Instance, string, int) {
 	t.Helper()
 	ctx := context.Background()
 	img := EchoImage(t)
-	r := a.Expect(201, "POST", "/v1/instances", rcDeployBody(img, name, "", map[string]string{"ECHO": echo}, rcPort{ContainerPort: 8080}))
-	var inst rcInstance
+	r := a.Expect(201, "POST", "/v1/instances", rcDeployBody(img, name, "", map[string]string{"ECHO": echo}, dtma.Port{ContainerPort: 8080}))
+	var inst dtmahttp.Instance
 	r.Decode(t, &inst)
 	if len(inst.Ports) != 1 || inst.Ports[0].HostPort == 0 {
 		t.Fatalf("deploy did not allocate a port: %s", r.Body)
@@ -128,7 +129,7 @@ func TestLeftoverNeverStartedMakesWay(t *testing.T) {
 	since := time.Now()
 	a.start()
 	waitRelist(t, a, since)
-	var got rcInstance
+	var got dtmahttp.Instance
 	Eventually(t, 30*time.Second, name+" running again", func() bool {
 		got = rcMustGet(t, a, name)
 		return got.DockerStatus == "running" && got.PendingOp == "" && got.ContainerID != ""

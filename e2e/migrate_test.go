@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/agentopia/dtma"
+	dtmahttp "github.com/agentopia/dtma/http"
 	"github.com/agentopia/dtma/internal/dockertest"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/network"
@@ -306,7 +307,7 @@ func TestMigrateCSV(t *testing.T) {
 
 	// Removed behind the agent's back: recreated like any instance.
 	rcRemove(t, a, id)
-	var now rcInstance
+	var now dtmahttp.Instance
 	Eventually(t, 60*time.Second, "the adopted instance recreated", func() bool {
 		now = rcMustGet(t, a, name)
 		return now.ContainerID != "" && now.ContainerID != id && now.DockerStatus == "running" && now.PendingOp == ""

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	dtmahttp "github.com/agentopia/dtma/http"
 	"github.com/agentopia/dtma/internal/pgtest"
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/jackc/pgx/v5"
@@ -143,47 +144,25 @@ func dtmaCLI(t *testing.T, env []string, args ...string) (stdout, stderr string,
 	return out.String(), errb.String(), code
 }
 
-// pgInstance is the part of a v1 instance these tests read.
-type pgInstance struct {
-	ID                    string  `json:"id"`
-	HostID                string  `json:"host_id"`
-	Name                  string  `json:"name"`
-	AccountToolInstanceID *string `json:"account_tool_instance_id"`
-	ContainerName         string  `json:"container_name"`
-	ContainerID           string  `json:"container_id"`
-	Image                 string  `json:"image"`
-	DesiredState          string  `json:"desired_state"`
-	DTMAStatus            string  `json:"dtma_status"`
-	DockerStatus          string  `json:"docker_status"`
-	Drift                 bool    `json:"drift"`
-	Ports                 []struct {
-		ContainerPort int    `json:"container_port"`
-		Protocol      string `json:"protocol"`
-		HostPort      int    `json:"host_port"`
-		HostIP        string `json:"host_ip"`
-	} `json:"ports"`
-	StartedAt *time.Time `json:"started_at"`
-}
-
-func (a *Agent) pgList(path string) []pgInstance {
+func (a *Agent) pgList(path string) []dtmahttp.Instance {
 	a.t.Helper()
 	var body struct {
-		Instances []pgInstance `json:"instances"`
+		Instances []dtmahttp.Instance `json:"instances"`
 	}
 	a.Expect(200, "GET", path, nil).Decode(a.t, &body)
 	return body.Instances
 }
 
-func (a *Agent) pgGet(ref string) pgInstance {
+func (a *Agent) pgGet(ref string) dtmahttp.Instance {
 	a.t.Helper()
-	var inst pgInstance
+	var inst dtmahttp.Instance
 	a.Expect(200, "GET", "/v1/instances/"+url.PathEscape(ref), nil).Decode(a.t, &inst)
 	return inst
 }
 
-func (a *Agent) pgDeploy(body map[string]any) pgInstance {
+func (a *Agent) pgDeploy(body map[string]any) dtmahttp.Instance {
 	a.t.Helper()
-	var inst pgInstance
+	var inst dtmahttp.Instance
 	a.Expect(201, "POST", "/v1/instances", body).Decode(a.t, &inst)
 	return inst
 }
@@ -262,7 +241,7 @@ func TestPostgresRegistry(t *testing.T) {
 	if len(rows) != 2 {
 		t.Fatalf("%d rows for host %s, want 2: %+v", len(rows), a.HostID, rows)
 	}
-	for _, want := range []pgInstance{a.pgGet(one.ID), a.pgGet("pg-two")} {
+	for _, want := range []dtmahttp.Instance{a.pgGet(one.ID), a.pgGet("pg-two")} {
 		r := pgRowNamed(rows, want.Name)
 		if r == nil {
 			t.Fatalf("no row named %q", want.Name)

@@ -23,6 +23,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentopia/dtma"
+	dtmahttp "github.com/agentopia/dtma/http"
 	"github.com/moby/moby/client"
 	_ "modernc.org/sqlite" // to read an agent's registry rows
 )
@@ -75,6 +77,17 @@ func (r *requestLines) scan(b []byte) (held bool) {
 		}
 		line := strings.TrimRight(string(r.part[:i]), "\r")
 		r.part = r.part[i+1:]
+		// A body without a final newline (a JSON body the client did not
+		// end with one) runs into the next request line: start at the
+		// method.
+		if strings.HasSuffix(line, " HTTP/1.1") {
+			for _, m := range []string{"GET /", "POST /", "DELETE /", "HEAD /", "PUT /"} {
+				if j := strings.Index(line, m); j > 0 {
+					line = line[j:]
+					break
+				}
+			}
+		}
 		if method, rest, ok := strings.Cut(line, " "); ok && strings.HasSuffix(rest, " HTTP/1.1") &&
 			(method == "GET" || method == "POST" || method == "DELETE" || method == "HEAD" || method == "PUT") {
 			line = method + " " + strings.TrimSuffix(rest, " HTTP/1.1")
@@ -262,73 +275,35 @@ func (p *DockerProxy) close() {
 	_ = os.Remove(p.path)
 }
 
-// rcInstance is the part of a v1 instance the reconciler tests read.
-type rcInstance struct {
-	ID                    string     `json:"id"`
-	HostID                string     `json:"host_id"`
-	Name                  string     `json:"name"`
-	AccountToolInstanceID *string    `json:"account_tool_instance_id"`
-	ContainerName         string     `json:"container_name"`
-	ContainerID           string     `json:"container_id"`
-	Image                 string     `json:"image"`
-	Env                   []string   `json:"env"`
-	DesiredState          string     `json:"desired_state"`
-	DTMAStatus            string     `json:"dtma_status"`
-	DockerStatus          string     `json:"docker_status"`
-	PendingOp             string     `json:"pending_operation"`
-	Drift                 bool       `json:"drift"`
-	Tracking              string     `json:"tracking"`
-	Ports                 []rcPort   `json:"ports"`
-	StartedAt             *time.Time `json:"started_at"`
-	ExitCode              int        `json:"exit_code"`
-	RestartCount          int        `json:"restart_count"`
-	ObservedAt            *time.Time `json:"observed_at"`
-	LastError             *string    `json:"last_error"`
-	UpdatedAt             time.Time  `json:"updated_at"`
-}
-
-type rcPort struct {
-	ContainerPort int    `json:"container_port"`
-	Protocol      string `json:"protocol"`
-	HostPort      int    `json:"host_port"`
-	HostIP        string `json:"host_ip"`
-}
-
-// transient reports whether the instance shows an operation in progress.
-func (i rcInstance) transient() bool {
-	switch i.DTMAStatus {
-	case "deploying", "starting", "stopping", "restarting", "removing":
-		return true
-	}
-	return i.PendingOp != ""
-}
-
-// rcList returns GET /v1/instances, failing the test on any other answer
-// than 200.
-func rcList(t testing.TB, a *Agent) []rcInstance {
+// rcList returns GET /v1/instances through the v1 client, failing the test
+// on any error.
+func rcList(t testing.TB, a *Agent) []dtmahttp.Instance {
 	t.Helper()
-	r := a.Expect(200, "GET", "/v1/instances", nil)
-	var body struct {
-		Instances []rcInstance `json:"instances"`
+	list, err := a.Client().Instances(context.Background())
+	if err != nil {
+		t.Fatalf("GET /v1/instances: %v", err)
 	}
-	r.Decode(t, &body)
-	return body.Instances
+	return list
 }
 
-// rcGet returns GET /v1/instances/{ref} and its status (the instance is
-// zero unless the status is 200).
-func rcGet(t testing.TB, a *Agent, ref string) (rcInstance, int) {
+// rcGet returns GET /v1/instances/{ref} through the v1 client, and the
+// HTTP status (the instance is zero unless it is 200).
+func rcGet(t testing.TB, a *Agent, ref string) (dtmahttp.Instance, int) {
 	t.Helper()
-	r := a.Do("GET", "/v1/instances/"+url.PathEscape(ref), nil)
-	var inst rcInstance
-	if r.Status == 200 {
-		r.Decode(t, &inst)
+	inst, err := a.Client().Instance(context.Background(), ref)
+	var api *dtmahttp.APIError
+	switch {
+	case err == nil:
+		return inst, 200
+	case errors.As(err, &api):
+		return dtmahttp.Instance{}, api.Status
 	}
-	return inst, r.Status
+	t.Fatalf("GET /v1/instances/%s: %v", ref, err)
+	return inst, 0
 }
 
 // rcMustGet is rcGet that fails unless the instance is found.
-func rcMustGet(t testing.TB, a *Agent, ref string) rcInstance {
+func rcMustGet(t testing.TB, a *Agent, ref string) dtmahttp.Instance {
 	t.Helper()
 	inst, status := rcGet(t, a, ref)
 	if status != 200 {
@@ -366,7 +341,7 @@ func rcTry(baseURL, method, path string, body any, timeout time.Duration) (int, 
 }
 
 // rcDeployBody is a v1 deploy body for the echo image.
-func rcDeployBody(img, name, accountID string, env map[string]string, ports ...rcPort) map[string]any {
+func rcDeployBody(img, name, accountID string, env map[string]string, ports ...dtma.Port) map[string]any {
 	body := map[string]any{"name": name, "image": img}
 	if accountID != "" {
 		body["account_tool_instance_id"] = accountID
@@ -382,10 +357,10 @@ func rcDeployBody(img, name, accountID string, env map[string]string, ports ...r
 
 // rcDeploy deploys and returns the instance, failing unless the agent
 // answers 201.
-func rcDeploy(t testing.TB, a *Agent, body map[string]any) rcInstance {
+func rcDeploy(t testing.TB, a *Agent, body map[string]any) dtmahttp.Instance {
 	t.Helper()
 	r := a.Expect(201, "POST", "/v1/instances", body)
-	var inst rcInstance
+	var inst dtmahttp.Instance
 	r.Decode(t, &inst)
 	if inst.DTMAStatus != "running" || inst.DockerStatus != "running" {
 		t.Fatalf("deploy %v answered %s", body["name"], r.Body)

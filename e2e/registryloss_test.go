@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/agentopia/dtma"
+	dtmahttp "github.com/agentopia/dtma/http"
 )
 
 // rcLossFixture deploys three instances with account ids and remembers
@@ -27,7 +28,7 @@ func rcDeployForLoss(t *testing.T, a *Agent, img, prefix string) *rcLossFixture 
 	for i := 0; i < 3; i++ {
 		name := fmt.Sprintf("%s Tool %d", prefix, i)
 		acct := dtma.NewUUID()
-		body := rcDeployBody(img, name, acct, map[string]string{"ECHO": fmt.Sprintf("lost-%d", i), "API_KEY": "k"}, rcPort{ContainerPort: 8080})
+		body := rcDeployBody(img, name, acct, map[string]string{"ECHO": fmt.Sprintf("lost-%d", i), "API_KEY": "k"}, dtma.Port{ContainerPort: 8080})
 		inst := rcDeploy(t, a, body)
 		id, _, started, _ := rcStarted(t, a, inst.ContainerID)
 		f.bodies = append(f.bodies, body)
@@ -74,7 +75,7 @@ func (f *rcLossFixture) check(t *testing.T, a *Agent, extra int) {
 		if r.Status != 200 {
 			t.Fatalf("re-sent deploy %d after rebuild: %d (want 200: the same instance)\n%s", i, r.Status, r.Body)
 		}
-		var again rcInstance
+		var again dtmahttp.Instance
 		r.Decode(t, &again)
 		if again.ContainerID != f.ids[name] {
 			t.Fatalf("re-sent deploy of %q answered container %s, want %s", name, again.ContainerID, f.ids[name])

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/agentopia/dtma"
+	dtmahttp "github.com/agentopia/dtma/http"
 )
 
 // TestTwoAgentsOneDaemon runs two agents with different host ids on one
@@ -20,7 +21,7 @@ func TestTwoAgentsOneDaemon(t *testing.T) {
 	a := StartAgent(t, AgentOptions{})
 	b := StartAgent(t, AgentOptions{})
 	name := "Shared Tool " + a.HostID // unique to this test, the same on both agents
-	body := rcDeployBody(img, name, dtma.NewUUID(), map[string]string{"ECHO": "shared"}, rcPort{ContainerPort: 8080})
+	body := rcDeployBody(img, name, dtma.NewUUID(), map[string]string{"ECHO": "shared"}, dtma.Port{ContainerPort: 8080})
 
 	// Deploy on both at once: the second create meets Docker's name
 	// conflict while the first container is being made.
@@ -38,7 +39,7 @@ func TestTwoAgentsOneDaemon(t *testing.T) {
 		}(i, ag)
 	}
 	wg.Wait()
-	var ia, ib rcInstance
+	var ia, ib dtmahttp.Instance
 	for i, r := range res {
 		if r.Status != 201 {
 			t.Fatalf("deploy on agent %d: status %d\n%s", i, r.Status, r.Body)
@@ -58,7 +59,7 @@ func TestTwoAgentsOneDaemon(t *testing.T) {
 	rcWaitRelists(t, b, 1)
 	for _, c := range []struct {
 		ag   *Agent
-		want rcInstance
+		want dtmahttp.Instance
 	}{{a, ia}, {b, ib}} {
 		list := rcList(t, c.ag)
 		if len(list) != 1 || list[0].ID != c.want.ID || list[0].ContainerID != c.want.ContainerID {

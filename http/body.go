@@ -48,6 +48,9 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any, strict bool) erro
 		return dtma.FieldErrorf(dtma.EINVALID, field, "must be %s", jsonTypeName(typ.Type.Kind().String()))
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		if name == "" {
+			return dtma.FieldErrorf(dtma.EINVALID, "body", "has a field with an empty name")
+		}
 		return dtma.FieldErrorf(dtma.EINVALID, name, "is not a known field")
 	}
 	return dtma.FieldErrorf(dtma.EINVALID, "body", "cannot be decoded: %s", fmt.Sprint(err))

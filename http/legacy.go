@@ -256,7 +256,7 @@ func (s *Server) handleLegacyDeploy(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if len(ignored) > 0 {
-		s.Logger.Debug("legacy deploy: baseConfigOverrideJson keys ignored", "instance", logSafe(req.Name), "keys", logSafeList(ignored))
+		s.Logger.Debug("legacy deploy: baseConfigOverrideJson keys ignored", "instance", truncate(req.Name), "keys", truncateList(ignored))
 	}
 	req.OnPortConflict = s.LegacyPortConflict
 	if req.OnPortConflict == "" {
@@ -391,17 +391,9 @@ func (s *Server) handleLegacyStatus(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// logSafe bounds a client-supplied string before it is logged.
-func logSafe(v string) string {
-	const max = 128
-	if len(v) <= max {
-		return v
-	}
-	return v[:max] + "…(truncated)"
-}
-
-// logSafeList bounds a client-supplied list of names before it is logged.
-func logSafeList(list []string) []string {
+// truncateList bounds a client-supplied list of names before it is
+// logged: at most 32 entries, each truncated.
+func truncateList(list []string) []string {
 	const max = 32
 	out := make([]string, 0, min(len(list), max))
 	for i, v := range list {
@@ -409,7 +401,7 @@ func logSafeList(list []string) []string {
 			out = append(out, fmt.Sprintf("…(%d more)", len(list)-max))
 			break
 		}
-		out = append(out, logSafe(v))
+		out = append(out, truncate(v))
 	}
 	return out
 }

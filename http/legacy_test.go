@@ -290,7 +290,7 @@ func TestDecodeJSON(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			r := httptest.NewRequest("POST", "/v1/instances", strings.NewReader(tt.body))
 			w := httptest.NewRecorder()
-			var v deployRequestJSON
+			var v DeployRequest
 			err := decodeJSON(w, r, &v, tt.strict)
 			if tt.field == "" {
 				if err != nil {

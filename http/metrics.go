@@ -11,8 +11,9 @@ import (
 	"github.com/agentopia/dtma"
 )
 
-// requestCounter counts answered requests by route pattern and status, for
-// GET /metrics.
+// requestCounter counts answered requests by method, route and status, for
+// GET /metrics. Its keys come from methodLabel, routeLabel and the status
+// codes the server answers with, so their number is bounded.
 type requestCounter struct {
 	mu     sync.Mutex
 	counts map[[3]string]uint64 // method, route, code
@@ -25,6 +26,29 @@ func (c *requestCounter) add(method, route string, code int) {
 		c.counts = map[[3]string]uint64{}
 	}
 	c.counts[[3]string{method, route, fmt.Sprint(code)}]++
+}
+
+// methodLabel is the metrics label for a request method: the method when
+// it is a standard one (GET HEAD POST PUT PATCH DELETE OPTIONS), else
+// "other".
+func methodLabel(m string) string {
+	switch m {
+	case "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS":
+		return m
+	}
+	return "other"
+}
+
+// routeLabel is the route a request was served by, as the metrics label
+// it: the registered path pattern (so instance names never become
+// labels), or "unmatched" for anything no route took (404, 405, the mux's
+// redirects).
+func (s *Server) routeLabel(r *http.Request) string {
+	if !s.patterns[r.Pattern] {
+		return "unmatched"
+	}
+	_, path, _ := strings.Cut(r.Pattern, " ")
+	return path
 }
 
 // handleMetrics serves the Prometheus text exposition format (version

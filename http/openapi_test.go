@@ -174,9 +174,9 @@ func jsonFields(v any) []string {
 func TestOpenAPISchemasMatchTypes(t *testing.T) {
 	doc, _ := readOpenAPI(t)
 	for schema, v := range map[string]any{
-		"Instance":      instanceJSON{},
-		"DeployRequest": deployRequestJSON{},
-		"AdoptRequest":  adoptRequestJSON{},
+		"Instance":      Instance{},
+		"DeployRequest": DeployRequest{},
+		"AdoptRequest":  AdoptRequest{},
 		"Port":          dtma.Port{},
 	} {
 		s, ok := doc.Components.Schemas[schema]

@@ -8,11 +8,15 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/tls"
 	"encoding/json"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"runtime/debug"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -39,9 +43,30 @@ type Server struct {
 	// Environment is GET /status's environment object, which the
 	// backend's operator console reads without a guard.
 	Environment LegacyEnvironment
+	// Adopt says who may call POST /v1/adopt ("" means AdoptLoopback).
+	Adopt AdoptPolicy
+
+	// ReadTimeout bounds reading a request's headers and body
+	// (DefaultReadTimeout when zero); the header part is also bounded by
+	// DefaultReadHeaderTimeout. IdleTimeout closes idle keep-alive
+	// connections (DefaultIdleTimeout when zero).
+	ReadTimeout, IdleTimeout time.Duration
+	// MaxConns caps the connections served at once (DefaultMaxConns when
+	// zero).
+	MaxConns int
+	// AuthFailureLimit is how many failed authentications a source address
+	// may make per minute before it is answered 429 without a token check
+	// (DefaultAuthFailureLimit when zero; negative turns the limit off).
+	AuthFailureLimit int
+	// TLSConfig, when set, serves HTTPS (HTTP/1.1 only) on the listener;
+	// it must carry a certificate or GetCertificate (see CertReloader).
+	TLSConfig *tls.Config
 
 	srv      *http.Server
 	requests requestCounter
+	patterns map[string]bool // the registered "METHOD /path" patterns
+	methods  []string        // the methods they use, HEAD with GET, sorted
+	limiter  *authLimiter    // nil when the limit is off
 }
 
 // LegacyEnvironment says which of the legacy agent's settings this agent
@@ -92,30 +117,75 @@ func (s *Server) routes() []route {
 }
 
 // Handler returns the routed, authenticated, logged and panic-safe
-// handler.
+// handler. A path no route knows is a 404, a known path with another
+// method a 405 with an Allow header; both only after authentication, so a
+// caller without a token learns nothing about the routes (401).
 func (s *Server) Handler() http.Handler {
 	if s.Logger == nil {
 		s.Logger = slog.New(slog.DiscardHandler)
 	}
+	limit := s.AuthFailureLimit
+	if limit == 0 {
+		limit = DefaultAuthFailureLimit
+	}
+	s.limiter = nil
+	if limit > 0 {
+		s.limiter = newAuthLimiter(limit, s.Logger)
+	}
 	mux := http.NewServeMux()
+	s.patterns = map[string]bool{}
+	methods := map[string]bool{}
 	for _, r := range s.routes() {
 		h := r.handler
 		if !r.Public {
 			h = s.authenticate(h)
 		}
-		mux.HandleFunc(r.Method+" "+r.Path, h)
+		pattern := r.Method + " " + r.Path
+		s.patterns[pattern] = true
+		methods[r.Method] = true
+		if r.Method == "GET" {
+			methods["HEAD"] = true
+		}
+		mux.HandleFunc(pattern, h)
 	}
-	mux.HandleFunc("/", s.authenticate(s.handleNotFound))
+	s.methods = slices.Sorted(maps.Keys(methods))
+	mux.HandleFunc("/", s.authenticate(s.handleUnmatched(mux)))
 	return s.recover(s.logRequests(mux))
 }
 
-// ListenAndServe serves on addr until ctx ends, then shuts down gracefully
-// (in-flight requests get up to 10 s). It never touches containers.
+// ListenAndServe serves on l until ctx ends, then shuts down gracefully
+// (in-flight requests get up to 10 s). It never touches containers. At
+// most MaxConns connections are served at once; with TLSConfig set the
+// listener speaks TLS.
 func (s *Server) ListenAndServe(ctx context.Context, l net.Listener) error {
+	readTimeout, idle, maxConns := s.ReadTimeout, s.IdleTimeout, s.MaxConns
+	if readTimeout <= 0 {
+		readTimeout = DefaultReadTimeout
+	}
+	if idle <= 0 {
+		idle = DefaultIdleTimeout
+	}
+	if maxConns <= 0 {
+		maxConns = DefaultMaxConns
+	}
 	s.srv = &http.Server{
 		Handler:           s.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
+		ReadHeaderTimeout: min(DefaultReadHeaderTimeout, readTimeout),
+		ReadTimeout:       readTimeout,
+		IdleTimeout:       idle,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(s.Logger.Handler(), slog.LevelDebug),
+	}
+	l = LimitListener(l, maxConns)
+	if s.TLSConfig != nil {
+		cfg := s.TLSConfig.Clone()
+		cfg.NextProtos = []string{"http/1.1"} // no HTTP/2: the limits above are HTTP/1.1's
+		if cfg.MinVersion == 0 {
+			cfg.MinVersion = tls.VersionTLS12
+		}
+		s.srv.TLSConfig = cfg
+		s.srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
+		l = tls.NewListener(l, cfg)
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- s.srv.Serve(l) }()
@@ -134,6 +204,9 @@ func (s *Server) ListenAndServe(ctx context.Context, l net.Listener) error {
 // authenticate requires "Authorization: Bearer <token>": 401 when the
 // header is missing or malformed, 403 when the token is wrong. Tokens are
 // compared in constant time (over their SHA-256, so length leaks nothing).
+// A refusal reads no body and closes the connection. A source address
+// that failed AuthFailureLimit times within a minute is answered 429 with
+// Retry-After, without its token being checked, until the minute is over.
 func (s *Server) authenticate(next http.HandlerFunc) http.HandlerFunc {
 	sums := make([][32]byte, 0, len(s.Tokens))
 	for _, t := range s.Tokens {
@@ -142,11 +215,26 @@ func (s *Server) authenticate(next http.HandlerFunc) http.HandlerFunc {
 		}
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
+		src, hasSrc := sourceOf(r.RemoteAddr)
+		limited := s.limiter != nil && hasSrc
+		if limited {
+			if wait, blocked := s.limiter.blocked(src); blocked {
+				w.Header().Set("Retry-After", strconv.Itoa(int((wait+time.Second-1)/time.Second)))
+				s.refuse(w, r, dtma.Errorf(dtma.ERATELIMITED, "too many failed authentications from this address; retry later"))
+				return
+			}
+		}
+		refuse := func(err error) {
+			if limited {
+				s.limiter.fail(src)
+			}
+			s.refuse(w, r, err)
+		}
 		h := r.Header.Get("Authorization")
 		scheme, tok, ok := strings.Cut(h, " ")
 		tok = strings.TrimSpace(tok)
 		if h == "" || !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" {
-			s.writeError(w, r, dtma.Errorf(dtma.EUNAUTHORIZED, "missing or malformed Authorization header; expected \"Bearer <token>\""))
+			refuse(dtma.Errorf(dtma.EUNAUTHORIZED, "missing or malformed Authorization header; expected \"Bearer <token>\""))
 			return
 		}
 		sum := sha256.Sum256([]byte(tok))
@@ -155,11 +243,24 @@ func (s *Server) authenticate(next http.HandlerFunc) http.HandlerFunc {
 			match |= subtle.ConstantTimeCompare(sum[:], want[:])
 		}
 		if match != 1 {
-			s.writeError(w, r, dtma.Errorf(dtma.EFORBIDDEN, "invalid token"))
+			refuse(dtma.Errorf(dtma.EFORBIDDEN, "invalid token"))
 			return
 		}
 		next(w, r)
 	}
+}
+
+// refuse answers err with Connection: close and ends the connection
+// without reading the request's body: net/http would otherwise read up to
+// 256 KB of a body the client announced before closing, holding the
+// connection until the read timeout when the body never comes.
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, err error) {
+	w.Header().Set("Connection", "close")
+	s.writeError(w, r, err)
+	// The answer is flushed before net/http drains the body; a read
+	// deadline in the past makes that drain fail at once. Not supported
+	// by test recorders, which have no connection.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now())
 }
 
 type statusRecorder struct {
@@ -189,23 +290,36 @@ func (r *statusRecorder) Flush() {
 
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
-// logRequests logs method, path, status and duration; never headers or
-// bodies (they carry tokens and env values).
+// logRequests counts every request in the metrics and logs its method,
+// path, source, status and duration; never headers or bodies (they carry
+// tokens and env values). Method and path are truncated (they are the
+// client's). Metrics label only registered routes and standard methods;
+// everything else is counted as route "unmatched" or method "other", so
+// no request can add a series. A 429 is not logged per request: the
+// limiter logs once per source and window.
 func (s *Server) logRequests(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w}
 		next.ServeHTTP(rec, r)
-		route := r.Pattern // the matched route, so instance names do not explode the label set
-		if i := strings.IndexByte(route, ' '); i >= 0 {
-			route = route[i+1:]
-		}
-		s.requests.add(r.Method, route, rec.status)
+		s.requests.add(methodLabel(r.Method), s.routeLabel(r), rec.status)
 		if r.URL.Path == "/health" && rec.status == http.StatusOK {
 			return // liveness probes would drown the log
 		}
-		s.Logger.Info("http", "method", r.Method, "path", r.URL.Path, "status", rec.status, "duration_ms", time.Since(start).Milliseconds())
+		if rec.status == http.StatusTooManyRequests {
+			return
+		}
+		s.Logger.Info("http", "method", truncate(r.Method), "path", truncate(r.URL.Path), "remote", remoteIP(r),
+			"status", rec.status, "duration_ms", time.Since(start).Milliseconds())
 	})
+}
+
+// remoteIP is the request's source address without the port.
+func remoteIP(r *http.Request) string {
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return host
+	}
+	return truncate(r.RemoteAddr)
 }
 
 func (s *Server) recover(next http.Handler) http.Handler {
@@ -215,7 +329,7 @@ func (s *Server) recover(next http.Handler) http.Handler {
 				if v == http.ErrAbortHandler {
 					panic(v)
 				}
-				s.Logger.Error("panic", "path", r.URL.Path, "panic", v, "stack", string(debug.Stack()))
+				s.Logger.Error("panic", "method", truncate(r.Method), "path", truncate(r.URL.Path), "panic", v, "stack", string(debug.Stack()))
 				s.writeError(w, r, dtma.Errorf(dtma.EINTERNAL, "internal error"))
 			}
 		}()
@@ -229,8 +343,33 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write([]byte("OK"))
 }
 
-func (s *Server) handleNotFound(w http.ResponseWriter, r *http.Request) {
-	s.writeError(w, r, dtma.Errorf(dtma.ENOTFOUND, "no route %s %s", r.Method, r.URL.Path))
+// handleUnmatched answers a request no route took: 405 with an Allow
+// header when the path is a route's with other methods, else 404. Method
+// and path are echoed truncated.
+func (s *Server) handleUnmatched(mux *http.ServeMux) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if allow := s.allowedMethods(mux, r); len(allow) > 0 {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			s.writeError(w, r, dtma.Errorf(dtma.EMETHOD, "%s is not allowed on %s; allowed: %s", truncate(r.Method), truncate(r.URL.Path), strings.Join(allow, ", ")))
+			return
+		}
+		s.writeError(w, r, dtma.Errorf(dtma.ENOTFOUND, "no route %s %s", truncate(r.Method), truncate(r.URL.Path)))
+	}
+}
+
+// allowedMethods returns the methods the mux has a registered route for
+// at r's path (HEAD with GET, as the mux serves it), sorted; none when no
+// route has this path.
+func (s *Server) allowedMethods(mux *http.ServeMux, r *http.Request) []string {
+	var allow []string
+	for _, m := range s.methods {
+		probe := r.Clone(r.Context())
+		probe.Method = m
+		if _, pattern := mux.Handler(probe); s.patterns[pattern] {
+			allow = append(allow, m)
+		}
+	}
+	return allow
 }
 
 // isV1 reports whether the request is for the v1 face (errors in the v1
@@ -250,6 +389,10 @@ func statusOf(code string) int {
 		return http.StatusNotFound
 	case dtma.ECONFLICT:
 		return http.StatusConflict
+	case dtma.EMETHOD:
+		return http.StatusMethodNotAllowed
+	case dtma.ERATELIMITED:
+		return http.StatusTooManyRequests
 	case dtma.EUNAVAILABLE:
 		return http.StatusServiceUnavailable
 	}
@@ -258,14 +401,14 @@ func statusOf(code string) int {
 
 // writeError answers err in the envelope of the request's face: v1
 // {"error": {"code", "message", "field"}}; legacy {"success": false,
-// "message"} (plus "error" for a 5xx). Internal errors are logged and
-// shown generically.
+// "message"} (plus "error", the code, for a 5xx, a 405 and a 429).
+// Internal errors are logged and shown generically.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	code := dtma.ErrorCode(err)
 	status := statusOf(code)
 	msg := dtma.ErrorMessage(err)
 	if code == dtma.EINTERNAL {
-		s.Logger.Error("internal error", "method", r.Method, "path", r.URL.Path, "err", err)
+		s.Logger.Error("internal error", "method", truncate(r.Method), "path", truncate(r.URL.Path), "err", err)
 	}
 	if isV1(r) {
 		body := map[string]any{"code": code, "message": msg}
@@ -276,7 +419,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		return
 	}
 	body := map[string]any{"success": false, "message": msg}
-	if status >= 500 {
+	if status >= 500 || code == dtma.EMETHOD || code == dtma.ERATELIMITED {
 		body["error"] = code
 	}
 	writeJSON(w, status, body)

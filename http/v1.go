@@ -10,34 +10,6 @@ import (
 	"github.com/agentopia/dtma"
 )
 
-// instanceJSON is an instance as the v1 API shows it. Env is names only.
-type instanceJSON struct {
-	ID                    string      `json:"id"`
-	HostID                string      `json:"host_id"`
-	Name                  string      `json:"name"`
-	AccountToolInstanceID *string     `json:"account_tool_instance_id"`
-	ContainerName         string      `json:"container_name"`
-	ContainerID           string      `json:"container_id"`
-	Image                 string      `json:"image"`
-	Env                   []string    `json:"env"`
-	DesiredState          string      `json:"desired_state"`
-	DTMAStatus            string      `json:"dtma_status"`
-	DockerStatus          string      `json:"docker_status"`
-	PendingOp             string      `json:"pending_operation,omitempty"`
-	Drift                 bool        `json:"drift"`
-	Tracking              string      `json:"tracking"`
-	Ports                 []dtma.Port `json:"ports"`
-	RequestedPorts        []dtma.Port `json:"requested_ports"`
-	StartedAt             *time.Time  `json:"started_at"`
-	FinishedAt            *time.Time  `json:"finished_at"`
-	ExitCode              int         `json:"exit_code"`
-	RestartCount          int         `json:"restart_count"`
-	ObservedAt            *time.Time  `json:"observed_at"`
-	LastError             *string     `json:"last_error"`
-	CreatedAt             time.Time   `json:"created_at"`
-	UpdatedAt             time.Time   `json:"updated_at"`
-}
-
 func timePtr(t time.Time) *time.Time {
 	if t.IsZero() {
 		return nil
@@ -61,71 +33,21 @@ func dockerStatusWord(inst *dtma.Instance) string {
 	return string(inst.DockerStatus)
 }
 
-func toInstanceJSON(inst *dtma.Instance) instanceJSON {
-	ports := inst.Ports
-	if ports == nil {
-		ports = []dtma.Port{}
-	}
-	req := inst.Spec.Ports
-	if req == nil {
-		req = []dtma.Port{}
-	}
-	return instanceJSON{
-		ID:                    inst.ID,
-		HostID:                inst.HostID,
-		Name:                  inst.Name,
-		AccountToolInstanceID: strPtr(inst.AccountToolInstanceID),
-		ContainerName:         inst.ContainerName,
-		ContainerID:           inst.ContainerID,
-		Image:                 inst.Spec.Image,
-		Env:                   inst.Spec.EnvNames(),
-		DesiredState:          string(inst.DesiredState),
-		DTMAStatus:            string(inst.Status),
-		DockerStatus:          dockerStatusWord(inst),
-		PendingOp:             string(inst.PendingOp),
-		Drift:                 inst.Drift(),
-		Tracking:              string(inst.Tracking),
-		Ports:                 ports,
-		RequestedPorts:        req,
-		StartedAt:             timePtr(inst.StartedAt),
-		FinishedAt:            timePtr(inst.FinishedAt),
-		ExitCode:              inst.ExitCode,
-		RestartCount:          inst.RestartCount,
-		ObservedAt:            timePtr(inst.ObservedAt),
-		LastError:             strPtr(inst.LastError),
-		CreatedAt:             inst.CreatedAt,
-		UpdatedAt:             inst.UpdatedAt,
-	}
-}
-
-func toInstanceList(list []*dtma.Instance) []instanceJSON {
-	out := make([]instanceJSON, 0, len(list))
-	for _, inst := range list {
-		out = append(out, toInstanceJSON(inst))
-	}
-	return out
-}
-
-// deployRequestJSON is the body of POST /v1/instances.
-type deployRequestJSON struct {
-	Name                  string            `json:"name"`
-	AccountToolInstanceID string            `json:"account_tool_instance_id"`
-	Image                 string            `json:"image"`
-	Env                   map[string]string `json:"env"`
-	Ports                 []dtma.Port       `json:"ports"`
-	PullPolicy            string            `json:"pull_policy"`
-}
-
 func (s *Server) handleV1Deploy(w http.ResponseWriter, r *http.Request) {
-	var body deployRequestJSON
+	var body DeployRequest
 	if err := decodeJSON(w, r, &body, true); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	limits, err := body.limits()
+	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
 	inst, created, err := s.Service.Deploy(r.Context(), dtma.DeployRequest{
 		Name:                  body.Name,
 		AccountToolInstanceID: body.AccountToolInstanceID,
-		Spec:                  dtma.Spec{Image: body.Image, Env: body.Env, Ports: body.Ports},
+		Spec:                  dtma.Spec{Image: body.Image, Env: body.Env, Ports: body.Ports, Limits: limits},
 		PullPolicy:            dtma.PullPolicy(body.PullPolicy),
 	})
 	if err != nil {
@@ -136,7 +58,7 @@ func (s *Server) handleV1Deploy(w http.ResponseWriter, r *http.Request) {
 	if created {
 		status = http.StatusCreated
 	}
-	writeJSON(w, status, toInstanceJSON(inst))
+	writeJSON(w, status, NewInstance(inst))
 }
 
 func (s *Server) handleV1List(w http.ResponseWriter, r *http.Request) {
@@ -145,7 +67,7 @@ func (s *Server) handleV1List(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"instances": toInstanceList(list)})
+	writeJSON(w, http.StatusOK, newInstanceList(list))
 }
 
 func (s *Server) handleV1Fleet(w http.ResponseWriter, r *http.Request) {
@@ -154,7 +76,7 @@ func (s *Server) handleV1Fleet(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"instances": toInstanceList(list)})
+	writeJSON(w, http.StatusOK, newInstanceList(list))
 }
 
 func (s *Server) handleV1Get(w http.ResponseWriter, r *http.Request) {
@@ -163,7 +85,7 @@ func (s *Server) handleV1Get(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, toInstanceJSON(inst))
+	writeJSON(w, http.StatusOK, NewInstance(inst))
 }
 
 // doAction runs start, stop or restart and says whether it changed
@@ -210,11 +132,7 @@ func (s *Server) handleV1Action(action string) http.HandlerFunc {
 			s.writeError(w, r, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]any{
-			"changed":  changed,
-			"message":  actionMessage(action, inst, changed),
-			"instance": toInstanceJSON(inst),
-		})
+		writeJSON(w, http.StatusOK, ActionResult{Changed: changed, Message: actionMessage(action, inst, changed), Instance: NewInstance(inst)})
 	}
 }
 
@@ -290,16 +208,12 @@ func (s *Server) handleV1Logs(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-type adoptRequestJSON struct {
-	Name                  string `json:"name"`
-	AccountToolInstanceID string `json:"account_tool_instance_id"`
-	Image                 string `json:"image"`
-	Container             string `json:"container"`
-	DryRun                bool   `json:"dry_run"`
-}
-
 func (s *Server) handleV1Adopt(w http.ResponseWriter, r *http.Request) {
-	var body adoptRequestJSON
+	if err := s.adoptAllowed(r); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	var body AdoptRequest
 	if err := decodeJSON(w, r, &body, true); err != nil {
 		s.writeError(w, r, err)
 		return
@@ -315,12 +229,10 @@ func (s *Server) handleV1Adopt(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	out := map[string]any{"action": res.Action, "dry_run": body.DryRun}
-	if res.Reason != "" {
-		out["reason"] = res.Reason
-	}
+	out := AdoptResult{Action: res.Action, DryRun: body.DryRun, Reason: res.Reason}
 	if res.Instance != nil {
-		out["instance"] = toInstanceJSON(res.Instance)
+		wire := NewInstance(res.Instance)
+		out.Instance = &wire
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -331,13 +243,13 @@ func (s *Server) handleV1Health(w http.ResponseWriter, r *http.Request) {
 	if !h.DockerOK || !h.RegistryOK {
 		status = http.StatusServiceUnavailable
 	}
-	writeJSON(w, status, map[string]any{
-		"version":          h.Version,
-		"host_id":          h.HostID,
-		"docker_ok":        h.DockerOK,
-		"docker_error":     strPtr(h.DockerError),
-		"registry_ok":      h.RegistryOK,
-		"registry_error":   strPtr(h.RegistryError),
-		"last_observed_at": timePtr(h.LastObservedAt),
+	writeJSON(w, status, Health{
+		Version:        h.Version,
+		HostID:         h.HostID,
+		DockerOK:       h.DockerOK,
+		DockerError:    strPtr(h.DockerError),
+		RegistryOK:     h.RegistryOK,
+		RegistryError:  strPtr(h.RegistryError),
+		LastObservedAt: timePtr(h.LastObservedAt),
 	})
 }

@@ -304,9 +304,11 @@ func (r *Runtime) HasImage(image string) bool {
 	return r.images[image]
 }
 
-// SetPullError makes pulls of image fail with err (nil: pull succeeds, the
-// default). Use an EINVALID error for a registry that says the image does
-// not exist, EUNAVAILABLE for one that cannot be reached.
+// SetPullError makes pulls of image fail (nil: pull succeeds, the
+// default): with err's code EINVALID the registry says the image does not
+// exist (EnsureImage answers EINVALID on field "image"), otherwise it cannot
+// be reached (EUNAVAILABLE). Either error wraps dtma.ErrRegistry, as
+// docker.Runtime's do.
 func (r *Runtime) SetPullError(image string, err error) {
 	r.mu.Lock()
 	if err == nil {
@@ -335,7 +337,7 @@ func (r *Runtime) EnsureImage(ctx context.Context, image string, policy dtma.Pul
 		}
 	case dtma.PullNever:
 		if !present {
-			return "", dtma.Errorf(dtma.EINVALID, "image %s is not present locally and pull_policy is never", image)
+			return "", dtma.FieldErrorf(dtma.EINVALID, "image", "image %s is not present locally and pull_policy is never", image)
 		}
 		return "", nil
 	case dtma.PullAlways:
@@ -346,7 +348,13 @@ func (r *Runtime) EnsureImage(ctx context.Context, image string, policy dtma.Pul
 		if present {
 			return fmt.Sprintf("pull of image %s failed (%s); using the local copy", image, dtma.ErrorMessage(err)), nil
 		}
-		return "", err
+		// As docker.Runtime: summarised, wrapping dtma.ErrRegistry (the
+		// registry failed, not the engine); EINVALID names the field.
+		cause := fmt.Errorf("%w: %v", dtma.ErrRegistry, err)
+		if dtma.ErrorCode(err) == dtma.EINVALID {
+			return "", &dtma.Error{Code: dtma.EINVALID, Field: "image", Message: fmt.Sprintf("image %s cannot be pulled: %s", image, dtma.ErrorMessage(err)), Err: cause}
+		}
+		return "", &dtma.Error{Code: dtma.EUNAVAILABLE, Message: fmt.Sprintf("pull image %s: %s", image, dtma.ErrorMessage(err)), Err: cause}
 	}
 	r.images[image] = true
 	return "", nil

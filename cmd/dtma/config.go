@@ -43,6 +43,23 @@ type config struct {
 	HeartbeatRTD    bool
 	LogLevel        slog.Level
 	LogFormat       string
+	RegistryAllow   []string // registry host patterns allowed despite being internal
+	RegistryDeny    []string // registry host patterns always refused
+	Adopt           string   // who may call POST /v1/adopt: loopback, off or any
+
+	// The HTTP listener's hardening (serve only).
+	TLSCertFile, TLSKeyFile string        // both or neither
+	HTTPReadTimeout         time.Duration // headers and body of one request
+	MaxConnections          int           // served at once
+	AuthFailureLimit        int           // per source and minute; 0 = off
+
+	// Tool confinement (see docs/SECURITY.md).
+	DefaultLimits    dtma.Limits
+	MaxLimits        dtma.Limits
+	Policy           *dtma.Policy
+	Network          string
+	NetworkShardSize int
+	NetworkSubnets   string
 }
 
 // setting describes one configuration item: its flag and the environment
@@ -74,8 +91,26 @@ var serveSettings = []setting{
 	{"heartbeat-url", "", "backend base URL for the heartbeat (POST <url>/heartbeat); empty disables it", []string{"AGENTOPIA_API_BASE_URL"}},
 	{"heartbeat-interval", "60s", "heartbeat period", []string{"DTMA_HEARTBEAT_INTERVAL"}},
 	{"heartbeat-runtime-details", "false", "send runtime_details in heartbeats (only for a backend that still has that column; true or false)", []string{"DTMA_HEARTBEAT_RUNTIME_DETAILS"}},
+	{"registry-allow", "", "image registry hosts allowed although loopback/private: host, host:port, *.domain or CIDR, comma-separated", []string{"DTMA_REGISTRY_ALLOW"}},
+	{"registry-deny", "", "image registry hosts always refused (same patterns; wins over allow)", []string{"DTMA_REGISTRY_DENY"}},
+	{"adopt", "loopback", "who may call POST /v1/adopt (dtma migrate): loopback, off or any", []string{"DTMA_ADOPT"}},
+	{"default-memory", "512m", "memory limit of tool containers whose deploy sets none (0: no limit)", []string{"DTMA_DEFAULT_MEMORY"}},
+	{"default-pids", "256", "PIDs limit of tool containers whose deploy sets none (0: no limit)", []string{"DTMA_DEFAULT_PIDS"}},
+	{"default-cpus", "1", "CPU limit of tool containers whose deploy sets none (0: no limit)", []string{"DTMA_DEFAULT_CPUS"}},
+	{"max-memory", "4g", "most memory a v1 deploy may ask for (0: no ceiling)", []string{"DTMA_MAX_MEMORY"}},
+	{"max-pids", "4096", "most PIDs a v1 deploy may ask for (0: no ceiling)", []string{"DTMA_MAX_PIDS"}},
+	{"max-cpus", "", "most CPUs a v1 deploy may ask for (default: this machine's CPUs; 0: no ceiling)", []string{"DTMA_MAX_CPUS"}},
+	{"policy-file", "", "JSON policy granting images matching a pattern more capabilities or other limits", []string{"DTMA_POLICY_FILE"}},
+	{"network", "isolated", "isolated (DTMA-owned bridge networks, inter-container traffic off) or bridge (Docker's default bridge)", []string{"DTMA_NETWORK"}},
+	{"network-shard-size", "1000", "containers per isolated network before the next one is made (at most 1020)", []string{"DTMA_NETWORK_SHARD_SIZE"}},
+	{"network-subnets", "", "IPv4 pool the isolated networks' subnets are cut from, e.g. 10.213.0.0/16 (default: Docker's address pools)", []string{"DTMA_NETWORK_SUBNETS"}},
 	{"log-level", "info", "debug, info, warn or error", []string{"DTMA_LOG_LEVEL"}},
 	{"log-format", "json", "json or text", []string{"DTMA_LOG_FORMAT"}},
+	{"tls-cert-file", "", "serve HTTPS with this PEM certificate (with --tls-key-file; reloaded on SIGHUP)", []string{"DTMA_TLS_CERT_FILE"}},
+	{"tls-key-file", "", "PEM private key for --tls-cert-file", []string{"DTMA_TLS_KEY_FILE"}},
+	{"http-read-timeout", "30s", "time a client has to send one request's headers and body", []string{"DTMA_HTTP_READ_TIMEOUT"}},
+	{"max-connections", "1024", "HTTP connections served at once (more wait in the backlog)", []string{"DTMA_MAX_CONNECTIONS"}},
+	{"auth-failure-limit", "10", "failed authentications per source address and minute before 429 (0: no limit)", []string{"DTMA_AUTH_FAILURE_LIMIT"}},
 }
 
 // registrySettings are the subset the registry commands use.
@@ -229,11 +264,25 @@ func loadConfig(cmd *cobra.Command, s *streams) (*config, error) {
 			bad("container-labels", err.Error())
 		}
 		c.ContainerLabels = labels
+		if c.RegistryAllow, err = dtma.ParseRegistryPatterns(value(cmd, s, "registry-allow")); err != nil {
+			bad("registry-allow", err.Error())
+		}
+		if c.RegistryDeny, err = dtma.ParseRegistryPatterns(value(cmd, s, "registry-deny")); err != nil {
+			bad("registry-deny", err.Error())
+		}
+		c.Adopt = strings.ToLower(strings.TrimSpace(value(cmd, s, "adopt")))
+		switch c.Adopt {
+		case "loopback", "off", "any":
+		default:
+			bad("adopt", "must be loopback, off or any")
+		}
+		c.readConfinement(cmd, s, bad)
 		tokens, err := readTokens(s, value(cmd, s, "token-file"))
 		if err != nil {
 			bad("token-file", err.Error())
 		}
 		c.Tokens = tokens
+		loadHTTPHardening(cmd, s, c, bad, dur, num)
 	}
 	switch strings.ToLower(value(cmd, s, "log-level")) {
 	case "debug":
@@ -255,6 +304,27 @@ func loadConfig(cmd *cobra.Command, s *streams) (*config, error) {
 		return nil, fmt.Errorf("configuration: %s", strings.Join(errs, "; "))
 	}
 	return c, nil
+}
+
+// loadHTTPHardening reads the listener settings: TLS files (both or
+// neither), the request read timeout, the connection cap and the
+// failed-authentication limit.
+func loadHTTPHardening(cmd *cobra.Command, s *streams, c *config, bad func(name, why string), dur func(string) time.Duration, num func(string) int) {
+	c.TLSCertFile = value(cmd, s, "tls-cert-file")
+	c.TLSKeyFile = value(cmd, s, "tls-key-file")
+	switch {
+	case c.TLSCertFile != "" && c.TLSKeyFile == "":
+		bad("tls-key-file", "DTMA_TLS_KEY_FILE is required when DTMA_TLS_CERT_FILE (--tls-cert-file) is set")
+	case c.TLSKeyFile != "" && c.TLSCertFile == "":
+		bad("tls-cert-file", "DTMA_TLS_CERT_FILE is required when DTMA_TLS_KEY_FILE (--tls-key-file) is set")
+	}
+	c.HTTPReadTimeout = dur("http-read-timeout")
+	c.MaxConnections = num("max-connections")
+	n, err := strconv.Atoi(value(cmd, s, "auth-failure-limit"))
+	if err != nil || n < 0 {
+		bad("auth-failure-limit", "must be a whole number (0 turns the limit off)")
+	}
+	c.AuthFailureLimit = n
 }
 
 func parseRange(v string) (int, int, bool) {
@@ -281,7 +351,7 @@ func parseLabels(v string) (map[string]string, error) {
 			return nil, fmt.Errorf("%q is not key=value", kv)
 		}
 		switch k {
-		case dtma.LabelManaged, dtma.LabelHost, dtma.LabelInstance, dtma.LabelInstanceID, dtma.LabelAccountID, dtma.LabelSpecHash, dtma.LabelEnvNames, dtma.LabelPorts:
+		case dtma.LabelManaged, dtma.LabelHost, dtma.LabelInstance, dtma.LabelInstanceID, dtma.LabelAccountID, dtma.LabelSpecHash, dtma.LabelEnvNames, dtma.LabelPorts, dtma.LabelLimits:
 			return nil, fmt.Errorf("label %s is DTMA's own", k)
 		}
 		out[k] = val

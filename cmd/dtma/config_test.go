@@ -6,11 +6,13 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/agentopia/dtma"
 	"github.com/spf13/cobra"
 )
 
@@ -46,6 +48,19 @@ func mustServeConfig(t *testing.T, env map[string]string, args ...string) *confi
 		t.Fatalf("loadConfig(%v): %v", args, err)
 	}
 	return c
+}
+
+// The registry policy and the adoption setting: loopback adoption and no
+// registry exceptions by default; patterns from the environment.
+func TestConfigHardening(t *testing.T) {
+	c := mustServeConfig(t, nil)
+	if c.Adopt != "loopback" || len(c.RegistryAllow) != 0 || len(c.RegistryDeny) != 0 {
+		t.Errorf("defaults: adopt %q allow %v deny %v", c.Adopt, c.RegistryAllow, c.RegistryDeny)
+	}
+	c = mustServeConfig(t, map[string]string{"DTMA_ADOPT": "Off", "DTMA_REGISTRY_ALLOW": "127.0.0.1:5000, *.corp.example", "DTMA_REGISTRY_DENY": "10.0.0.0/8"})
+	if c.Adopt != "off" || len(c.RegistryAllow) != 2 || c.RegistryAllow[1] != "*.corp.example" || len(c.RegistryDeny) != 1 {
+		t.Errorf("from env: adopt %q allow %v deny %v", c.Adopt, c.RegistryAllow, c.RegistryDeny)
+	}
 }
 
 func TestConfigDefaults(t *testing.T) {
@@ -154,6 +169,23 @@ func TestConfigBadValuesNameTheFlag(t *testing.T) {
 		{"--public-status", nil, []string{"--public-status", "on"}},
 		{"--heartbeat-runtime-details", map[string]string{"DTMA_HEARTBEAT_RUNTIME_DETAILS": "y"}, nil},
 		{"--legacy-port-conflict", map[string]string{"DTMA_LEGACY_PORT_CONFLICT": "ignore"}, nil},
+		{"--registry-allow", map[string]string{"DTMA_REGISTRY_ALLOW": "http://127.0.0.1:5000"}, nil},
+		{"--registry-deny", nil, []string{"--registry-deny", "10.0.0.0/99"}},
+		{"--adopt", map[string]string{"DTMA_ADOPT": "yes"}, nil},
+		{"--default-memory", map[string]string{"DTMA_DEFAULT_MEMORY": "lots"}, nil},
+		{"--default-memory", nil, []string{"--default-memory", "1m"}},
+		{"--default-pids", map[string]string{"DTMA_DEFAULT_PIDS": "5"}, nil},
+		{"--default-cpus", nil, []string{"--default-cpus", "-1"}},
+		{"--max-memory", map[string]string{"DTMA_MAX_MEMORY": "1.5g"}, nil},
+		{"--max-pids", nil, []string{"--max-pids", "x"}},
+		{"--max-cpus", map[string]string{"DTMA_MAX_CPUS": "0.001"}, nil},
+		{"--policy-file", nil, []string{"--policy-file", filepath.Join(t.TempDir(), "missing.json")}},
+		{"--network", map[string]string{"DTMA_NETWORK": "host"}, nil},
+		{"--network-shard-size", nil, []string{"--network-shard-size", "1023"}},
+		{"--network-shard-size", map[string]string{"DTMA_NETWORK_SHARD_SIZE": "0"}, nil},
+		{"--network-subnets", nil, []string{"--network-subnets", "10.213.0.0"}},
+		{"--network-subnets", map[string]string{"DTMA_NETWORK_SUBNETS": "10.213.0.0/24"}, nil}, // smaller than a /22 shard
+		{"--network-subnets", nil, []string{"--network-subnets", "fd00::/48"}},
 	}
 	for _, tc := range cases {
 		_, err := serveConfig(t, tc.env, tc.args...)
@@ -180,6 +212,38 @@ func TestConfigBadValuesNameTheFlag(t *testing.T) {
 		if !strings.Contains(err.Error(), f) {
 			t.Errorf("error %q does not report %s", err, f)
 		}
+	}
+}
+
+// The confinement settings: defaults sized for MCP servers, a ceiling of
+// the machine's CPUs, isolation on; each can be set; a policy file is
+// read and checked at start.
+func TestConfigConfinement(t *testing.T) {
+	c := mustServeConfig(t, nil)
+	if c.DefaultLimits != (dtma.Limits{Memory: 512 << 20, PIDs: 256, MilliCPUs: 1000}) {
+		t.Errorf("default limits %+v, want 512m, 256 pids, 1 cpu", c.DefaultLimits)
+	}
+	if c.MaxLimits != (dtma.Limits{Memory: 4 << 30, PIDs: 4096, MilliCPUs: int64(runtime.NumCPU()) * 1000}) {
+		t.Errorf("max limits %+v", c.MaxLimits)
+	}
+	if c.Network != "isolated" || c.NetworkShardSize != 1000 || c.NetworkSubnets != "" || c.Policy != nil {
+		t.Errorf("network %q shard %d subnets %q policy %v", c.Network, c.NetworkShardSize, c.NetworkSubnets, c.Policy)
+	}
+	policy := filepath.Join(t.TempDir(), "policy.json")
+	if err := os.WriteFile(policy, []byte(`{"images": [{"pattern": "ghcr.io/org/*", "cap_add": ["NET_BIND_SERVICE"]}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c = mustServeConfig(t, map[string]string{"DTMA_DEFAULT_MEMORY": "0", "DTMA_DEFAULT_CPUS": "0.5", "DTMA_MAX_CPUS": "0",
+		"DTMA_POLICY_FILE": policy, "DTMA_NETWORK": "bridge", "DTMA_NETWORK_SHARD_SIZE": "2", "DTMA_NETWORK_SUBNETS": "10.213.0.0/16"})
+	if c.DefaultLimits != (dtma.Limits{PIDs: 256, MilliCPUs: 500}) || c.MaxLimits.MilliCPUs != 0 || c.Network != "bridge" ||
+		c.NetworkShardSize != 2 || c.NetworkSubnets != "10.213.0.0/16" || c.Policy.Match("ghcr.io/org/x:1") == nil {
+		t.Errorf("set: %+v", c)
+	}
+	if err := os.WriteFile(policy, []byte(`{"images": [{"pattern": "*", "privileged": true}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := serveConfig(t, map[string]string{"DTMA_POLICY_FILE": policy}); err == nil || !strings.Contains(err.Error(), "--policy-file:") {
+		t.Errorf("policy granting privileged mode: %v, want an error naming --policy-file", err)
 	}
 }
 
@@ -279,16 +343,16 @@ func TestClientConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.token != "bearer" || c.base != "http://127.0.0.1:30000" {
-		t.Errorf("fallbacks: token %q base %q, want DTMA_BEARER_TOKEN and the default URL", c.token, c.base)
+	if c.Token != "bearer" || c.BaseURL != "http://127.0.0.1:30000" {
+		t.Errorf("fallbacks: token %q base %q, want DTMA_BEARER_TOKEN and the default URL", c.Token, c.BaseURL)
 	}
 
 	c, err = newAPIClient(newCmd(), streamsWith(map[string]string{"DTMA_TOKEN": "tok", "DTMA_BEARER_TOKEN": "bearer", "DTMA_URL": "http://127.0.0.1:4000/"}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.token != "tok" || c.base != "http://127.0.0.1:4000" {
-		t.Errorf("env: token %q base %q, want DTMA_TOKEN and DTMA_URL without its trailing slash", c.token, c.base)
+	if c.Token != "tok" || c.BaseURL != "http://127.0.0.1:4000" {
+		t.Errorf("env: token %q base %q, want DTMA_TOKEN and DTMA_URL without its trailing slash", c.Token, c.BaseURL)
 	}
 
 	cmd := newCmd()
@@ -299,8 +363,8 @@ func TestClientConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.base != "http://127.0.0.1:5000" {
-		t.Errorf("--url and DTMA_URL: base %q, want --url's", c.base)
+	if c.BaseURL != "http://127.0.0.1:5000" {
+		t.Errorf("--url and DTMA_URL: base %q, want --url's", c.BaseURL)
 	}
 
 	// Through the real command: `dtma ls` without a token fails before

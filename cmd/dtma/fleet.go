@@ -22,7 +22,7 @@ func newFleetLsCommand(s *streams) *cobra.Command {
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cols := append([]column{{"HOST", func(r instanceRow) string { return r.HostID }}}, instanceColumns...)
-			return listInstances(cmd, s, "/v1/fleet/instances", o, cols)
+			return listInstances(cmd, s, true, o, cols)
 		},
 	}
 	addClientFlags(cmd)

@@ -12,7 +12,7 @@ func newLsCommand(s *streams) *cobra.Command {
 		Short:   "List this host's instances (asks the running agent)",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return listInstances(cmd, s, "/v1/instances", o, instanceColumns)
+			return listInstances(cmd, s, false, o, instanceColumns)
 		},
 	}
 	addClientFlags(cmd)
@@ -20,18 +20,20 @@ func newLsCommand(s *streams) *cobra.Command {
 	return cmd
 }
 
-// listInstances asks the running agent for the instances at path and
-// prints them.
-func listInstances(cmd *cobra.Command, s *streams, path string, o outputOptions, cols []column) error {
+// listInstances asks the running agent for this host's instances, or
+// every host's with fleet, and prints them.
+func listInstances(cmd *cobra.Command, s *streams, fleet bool, o outputOptions, cols []column) error {
 	c, err := newAPIClient(cmd, s)
 	if err != nil {
 		return err
 	}
-	var body struct {
-		Instances []instanceRow `json:"instances"`
+	list := c.Instances
+	if fleet {
+		list = c.FleetInstances
 	}
-	if err := c.do(cmd.Context(), "GET", path, nil, &body); err != nil {
+	insts, err := list(cmd.Context())
+	if err != nil {
 		return err
 	}
-	return writeInstances(s.out, o, body.Instances, cols)
+	return writeInstances(s.out, o, rowsOf(insts), cols)
 }

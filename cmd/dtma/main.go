@@ -4,11 +4,15 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/agentopia/dtma"
+	dtmahttp "github.com/agentopia/dtma/http"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -19,9 +23,24 @@ func main() {
 	err := newRootCommand(os.Stdout, os.Stderr, os.Getenv).ExecuteContext(ctx)
 	stop()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "dtma:", err)
+		fmt.Fprintln(os.Stderr, "dtma:", cliMessage(err))
 		os.Exit(exitCode(err))
 	}
+}
+
+// cliMessage is how the CLI prints err: an agent's answer as its code,
+// status and message ("not_found (404): no instance ..."), a domain error
+// as its code and message, any other error as it is.
+func cliMessage(err error) string {
+	var api *dtmahttp.APIError
+	var e *dtma.Error
+	switch {
+	case errors.As(err, &api):
+		return api.Error()
+	case errors.As(err, &e):
+		return e.Code + ": " + dtma.ErrorMessage(e)
+	}
+	return err.Error()
 }
 
 // exitError carries a process exit code other than 1.

@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"encoding/csv"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strings"
 	"text/tabwriter"
 
+	"github.com/agentopia/dtma"
+	dtmahttp "github.com/agentopia/dtma/http"
 	"github.com/spf13/cobra"
 )
 
@@ -32,7 +35,12 @@ with account_tool_instance_id, instance_name_on_toolbox, docker_image_url) and
 ask the running agent (DTMA_URL, DTMA_TOKEN) to adopt each legacy container,
 found by name. Nothing is recreated or restarted. Running it again changes
 nothing. Containers that cannot be found, or that differ from the mapping,
-are reported and left alone; the exit code is then 2.`,
+are reported and left alone; the exit code is then 2.
+
+Every entry needs docker_image_url: a container is adopted only when it
+runs that image. The agent serves adoption only as DTMA_ADOPT allows (by
+default to loopback peers), so run this on the agent's host against
+http://127.0.0.1:<port>; a refusal stops the run with exit code 1.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if mapping == "" {
@@ -50,22 +58,23 @@ are reported and left alone; the exit code is then 2.`,
 			fmt.Fprintln(tw, "NAME\tACCOUNT TOOL INSTANCE\tACTION\tDETAIL")
 			counts := map[string]int{}
 			for _, e := range entries {
-				var res struct {
-					Action   string       `json:"action"`
-					Reason   string       `json:"reason"`
-					Instance *instanceRow `json:"instance"`
+				res, err := c.Adopt(cmd.Context(), dtmahttp.AdoptRequest{
+					Name:                  e.InstanceNameOnToolbox,
+					AccountToolInstanceID: e.AccountToolInstanceID,
+					Image:                 e.DockerImageURL,
+					DryRun:                dryRun,
+				})
+				if api := (*dtmahttp.APIError)(nil); errors.As(err, &api) && api.Err.Code == dtma.EFORBIDDEN {
+					// Adoption is not served to this client: every
+					// further entry would be refused the same way.
+					_ = tw.Flush()
+					return fmt.Errorf("the agent refuses adoption: %s", api.Err.Message)
 				}
-				err := c.do(cmd.Context(), "POST", "/v1/adopt", map[string]any{
-					"name":                     e.InstanceNameOnToolbox,
-					"account_tool_instance_id": e.AccountToolInstanceID,
-					"image":                    e.DockerImageURL,
-					"dry_run":                  dryRun,
-				}, &res)
 				detail := res.Reason
 				if err != nil {
-					res.Action, detail = "error", err.Error()
+					res.Action, detail = "error", cliMessage(err)
 				} else if res.Instance != nil && detail == "" {
-					detail = "container " + res.Instance.ContainerName + " (" + res.Instance.ShortContainerID() + ")"
+					detail = "container " + res.Instance.ContainerName + " (" + instanceRow{*res.Instance}.ShortContainerID() + ")"
 				}
 				action := res.Action
 				if dryRun && action == "adopt" {
@@ -115,6 +124,9 @@ func readMapping(path string) ([]mappingEntry, error) {
 	for i, e := range entries {
 		if strings.TrimSpace(e.InstanceNameOnToolbox) == "" {
 			return nil, fmt.Errorf("--mapping %s: entry %d: instance_name_on_toolbox is required", path, i+1)
+		}
+		if strings.TrimSpace(e.DockerImageURL) == "" {
+			return nil, fmt.Errorf("--mapping %s: entry %d (%s): docker_image_url is required", path, i+1, e.InstanceNameOnToolbox)
 		}
 	}
 	return entries, nil

@@ -66,7 +66,8 @@ func TestReadMappingErrors(t *testing.T) {
 		{"missing file", "", "", []string{"--mapping", "no such file"}},
 		{"bad JSON", "m.json", `[{"instance_name_on_toolbox": "x",}]`, []string{"--mapping", "not a JSON array of entries"}},
 		{"JSON array of numbers", "m.json", `[1, 2]`, []string{"not a JSON array of entries"}},
-		{"JSON entry without name", "m.json", `[{"instance_name_on_toolbox": "ok"}, {"docker_image_url": "x:1"}]`, []string{"entry 2", "instance_name_on_toolbox is required"}},
+		{"JSON entry without name", "m.json", `[{"instance_name_on_toolbox": "ok", "docker_image_url": "x:1"}, {"docker_image_url": "x:1"}]`, []string{"entry 2", "instance_name_on_toolbox is required"}},
+		{"JSON entry without image", "m.json", `[{"instance_name_on_toolbox": "ok", "docker_image_url": "x:1"}, {"instance_name_on_toolbox": "two"}]`, []string{"entry 2 (two)", "docker_image_url is required"}},
 		{"CSV without name column", "m.csv", "account_tool_instance_id,docker_image_url\na,b\n", []string{"CSV header lacks column instance_name_on_toolbox"}},
 		{"CSV without image column", "m.csv", "instance_name_on_toolbox,account_tool_instance_id\na,b\n", []string{"lacks column docker_image_url"}},
 		{"CSV short line", "m.csv", "instance_name_on_toolbox,account_tool_instance_id,docker_image_url\na,,x:1\nb,x:1\n", []string{"CSV line 3"}},
@@ -181,7 +182,32 @@ func TestMigrateCommand(t *testing.T) {
 	if _, _, err := runCLI(t, f.env(), "migrate", "--mapping", bad); err == nil || exitCode(err) != 1 || !strings.Contains(err.Error(), "lacks column") {
 		t.Errorf("bad mapping: err = %v (exit %d), want a CSV header error with exit 1", err, exitCode(err))
 	}
+	noImage := writeFile(t, "noimage.csv", "instance_name_on_toolbox,account_tool_instance_id,docker_image_url\none,,img:1\ntwo,,\n")
+	if _, _, err := runCLI(t, f.env(), "migrate", "--mapping", noImage); err == nil || exitCode(err) != 1 || !strings.Contains(err.Error(), "docker_image_url is required") {
+		t.Errorf("entry without an image: err = %v (exit %d), want exit 1 naming docker_image_url", err, exitCode(err))
+	}
 	if got := len(f.requests()); got != n {
 		t.Errorf("bad invocations sent %d requests", got-n)
+	}
+}
+
+// An agent that refuses adoption (DTMA_ADOPT) stops the run at the first
+// answer, with exit code 1 and the agent's reason; no further entry is sent.
+func TestMigrateAdoptionRefused(t *testing.T) {
+	f := newFakeAgent(t)
+	calls := 0
+	f.mu.Lock()
+	f.routes["POST /v1/adopt"] = func(w http.ResponseWriter, body []byte) {
+		calls++
+		writeTestJSON(w, 403, map[string]any{"error": map[string]any{"code": "forbidden", "message": "adoption is only served to loopback peers (DTMA_ADOPT=loopback)"}})
+	}
+	f.mu.Unlock()
+	m := writeFile(t, "m.csv", "instance_name_on_toolbox,account_tool_instance_id,docker_image_url\none,,img:1\ntwo,,img:2\n")
+	_, _, err := runCLI(t, f.env(), "migrate", "--mapping", m)
+	if err == nil || exitCode(err) != 1 || !strings.Contains(err.Error(), "DTMA_ADOPT") {
+		t.Fatalf("refused adoption: err = %v (exit %d), want exit 1 with the agent's reason", err, exitCode(err))
+	}
+	if calls != 1 {
+		t.Errorf("%d adopt requests after a refusal, want 1", calls)
 	}
 }

@@ -4,12 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
+	"os"
+	"os/signal"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
+	"github.com/agentopia/dtma"
 	"github.com/agentopia/dtma/agent"
 	"github.com/agentopia/dtma/docker"
 	"github.com/agentopia/dtma/heartbeat"
@@ -50,6 +55,12 @@ func serve(ctx context.Context, c *config, s *streams) error {
 	if err != nil {
 		return err
 	}
+	var certs *dtmahttp.CertReloader
+	if c.TLSCertFile != "" {
+		if certs, err = dtmahttp.NewCertReloader(c.TLSCertFile, c.TLSKeyFile); err != nil {
+			return fmt.Errorf("--tls-cert-file/--tls-key-file: %w", err)
+		}
+	}
 	_, portStr, _ := net.SplitHostPort(c.Listen)
 	listenPort, _ := strconv.Atoi(portStr)
 	l, err := net.Listen("tcp", c.Listen)
@@ -67,7 +78,14 @@ func serve(ctx context.Context, c *config, s *streams) error {
 	}
 	defer reg.Close()
 
-	rt, err := docker.New(docker.Options{Host: c.DockerHost, DefaultHostIP: c.DefaultHostIP, ExtraLabels: c.ContainerLabels})
+	rt, err := docker.New(docker.Options{
+		Host:             c.DockerHost,
+		DefaultHostIP:    c.DefaultHostIP,
+		ExtraLabels:      c.ContainerLabels,
+		Network:          c.Network,
+		NetworkShardSize: c.NetworkShardSize,
+		NetworkSubnets:   c.NetworkSubnets,
+	})
 	if err != nil {
 		return fmt.Errorf("docker client: %w", err)
 	}
@@ -84,7 +102,11 @@ func serve(ctx context.Context, c *config, s *streams) error {
 		ResyncInterval:    c.ResyncInterval,
 		CrashLoopRestarts: c.CrashRestarts,
 		CrashLoopWindow:   c.CrashWindow,
+		DefaultLimits:     c.DefaultLimits,
+		MaxLimits:         c.MaxLimits,
+		Policy:            c.Policy,
 		Logger:            log,
+		Registries:        &dtma.RegistryPolicy{Allow: c.RegistryAllow, Deny: c.RegistryDeny},
 	}, reg, rt)
 	if err != nil {
 		return err
@@ -105,8 +127,23 @@ func serve(ctx context.Context, c *config, s *streams) error {
 			HasAPIBaseURL: c.HeartbeatURL != "",
 			Port:          strconv.Itoa(listenPort),
 		},
+		Adopt:            dtmahttp.AdoptPolicy(c.Adopt),
+		ReadTimeout:      c.HTTPReadTimeout,
+		MaxConns:         c.MaxConnections,
+		AuthFailureLimit: c.AuthFailureLimit,
 	}
-	log.Info("dtma starting", "version", version, "host_id", hostID, "listen", l.Addr().String(), "registry", where)
+	if srv.AuthFailureLimit == 0 {
+		srv.AuthFailureLimit = -1 // the setting's 0 means off
+	}
+	var hup chan os.Signal
+	if certs != nil {
+		srv.TLSConfig = certs.TLSConfig()
+		hup = make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP) // before "dtma starting": a SIGHUP after it never kills the agent
+		defer signal.Stop(hup)
+	}
+	log.Info("dtma starting", "version", version, "host_id", hostID, "listen", l.Addr().String(), "registry", where, "tls", certs != nil,
+		"network", c.Network, "default_limits", c.DefaultLimits.String(), "policy_rules", policyRules(c.Policy))
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -116,6 +153,13 @@ func serve(ctx context.Context, c *config, s *streams) error {
 		defer wg.Done()
 		_ = ag.Run(ctx)
 	}()
+	if certs != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			reloadOnHUP(ctx, hup, certs, log)
+		}()
+	}
 	if c.HeartbeatURL != "" {
 		hb := &heartbeat.Sender{
 			URL:       c.HeartbeatURL,
@@ -143,4 +187,30 @@ func serve(ctx context.Context, c *config, s *streams) error {
 		return err
 	}
 	return nil
+}
+
+// reloadOnHUP reads the TLS certificate and key again on every signal on
+// hup (SIGHUP) until ctx ends. A failed reload is logged and the old
+// certificate kept.
+func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, certs *dtmahttp.CertReloader, log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			if err := certs.Reload(); err != nil {
+				log.Error("TLS certificate reload failed; keeping the current certificate", "err", err)
+				continue
+			}
+			log.Info("TLS certificate reloaded")
+		}
+	}
+}
+
+// policyRules is how many image rules the policy holds (0 without one).
+func policyRules(p *dtma.Policy) int {
+	if p == nil {
+		return 0
+	}
+	return len(p.Images)
 }

@@ -3,8 +3,9 @@
 // image built from internal/testimage/echo, a per-process run id and
 // label-scoped cleanup. It is imported only by _test files.
 //
-// Every container a test creates must carry the label TestLabel=RunID() and
-// be registered for removal with Cleanup; nothing else is ever removed.
+// Every container (and network) a test creates must carry the label
+// TestLabel=RunID() and be registered for removal with Cleanup; nothing
+// else is ever removed.
 package dockertest
 
 import (
@@ -141,7 +142,45 @@ func Cleanup(tb testing.TB, c *client.Client, label string) {
 				tb.Errorf("cleanup: remove container %s: %v", ctr.ID, err)
 			}
 		}
+		if err := RemoveNetworks(ctx, c, label); err != nil {
+			tb.Errorf("cleanup: %v", err)
+		}
 	})
+}
+
+// RemoveNetworks removes every network carrying all of the labels given
+// (each "key=value"; at least one), and only those: the networks an agent
+// under test made carry the test label and its dtma.host. A network still
+// in use by a container is reported.
+func RemoveNetworks(ctx context.Context, c *client.Client, labels ...string) error {
+	if len(labels) == 0 {
+		return errors.New("remove networks: no label given")
+	}
+	f := make(client.Filters)
+	for _, l := range labels {
+		f = f.Add("label", l)
+	}
+	list, err := c.NetworkList(ctx, client.NetworkListOptions{Filters: f})
+	if err != nil {
+		return fmt.Errorf("list networks labelled %s: %w", strings.Join(labels, ","), err)
+	}
+	var errs []error
+	for _, n := range list.Items {
+		mine := true
+		for _, l := range labels {
+			k, v, _ := strings.Cut(l, "=")
+			if got, ok := n.Labels[k]; !ok || got != v {
+				mine = false // belt and braces: never touch anything else
+			}
+		}
+		if !mine {
+			continue
+		}
+		if _, err := c.NetworkRemove(ctx, n.ID, client.NetworkRemoveOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("remove network %s: %w", n.Name, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // echoImage memoizes EchoImage within this process: the first call builds

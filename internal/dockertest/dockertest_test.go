@@ -148,3 +148,33 @@ func get(t *testing.T, url string) string {
 	t.Fatalf("GET %s: %v", url, lastErr)
 	return ""
 }
+
+// TestSweep: Sweep removes the containers and networks carrying exactly
+// this run's label and leaves a container of another label value alone.
+func TestSweep(t *testing.T) {
+	c := dockertest.Client(t)
+	tag := dockertest.EchoImage(t)
+	ctx := context.Background()
+	other := dockertest.TestLabel + "=" + dockertest.RunID() + "-sweep-other"
+	dockertest.Cleanup(t, c, other)
+	leftID := create(t, c, tag, dockertest.TestLabel+"="+dockertest.RunID())
+	otherID := create(t, c, tag, other)
+	net, err := c.NetworkCreate(ctx, "dtma-test-sweep-"+dockertest.RunID(), client.NetworkCreateOptions{Labels: dockertest.Labels()})
+	if err != nil {
+		t.Fatalf("create network: %v", err)
+	}
+	var said []string
+	dockertest.Sweep(func(s string) (int, error) { said = append(said, s); return len(s), nil })
+	if _, err := c.ContainerInspect(ctx, leftID, client.ContainerInspectOptions{}); !cerrdefs.IsNotFound(err) {
+		t.Errorf("this run's container survived the sweep (err %v)", err)
+	}
+	if _, err := c.NetworkInspect(ctx, net.ID, client.NetworkInspectOptions{}); !cerrdefs.IsNotFound(err) {
+		t.Errorf("this run's network survived the sweep (err %v)", err)
+	}
+	if _, err := c.ContainerInspect(ctx, otherID, client.ContainerInspectOptions{}); err != nil {
+		t.Errorf("the sweep removed a container labelled %s: %v", other, err)
+	}
+	if len(said) != 1 || !strings.Contains(said[0], "removed 2") {
+		t.Errorf("sweep said %q, want one line saying it removed 2", said)
+	}
+}

@@ -9,7 +9,9 @@
 //	EXIT_AFTER_MS  when set, exit after that many milliseconds...
 //	EXIT_CODE      ...with this code (default 1), for crash-loop tests
 //
-// GET /env/NAME answers the value of the env var NAME. Every request is logged
+// GET /env/NAME answers the value of the env var NAME. GET /dial?addr=IP:PORT
+// tries a TCP connection from inside the container (1 s timeout) and
+// answers "ok" or "fail: <reason>", for network isolation tests. Every request is logged
 // to stdout as "request GET /path"; startup logs "listening on :PORT". SIGTERM
 // and SIGINT make it exit 0 promptly.
 package main
@@ -42,6 +44,15 @@ func run() int {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /env/{name}", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, os.Getenv(r.PathValue("name")))
+	})
+	mux.HandleFunc("GET /dial", func(w http.ResponseWriter, r *http.Request) {
+		c, err := net.DialTimeout("tcp", r.URL.Query().Get("addr"), time.Second)
+		if err != nil {
+			fmt.Fprintf(w, "fail: %v", err)
+			return
+		}
+		c.Close()
+		fmt.Fprint(w, "ok")
 	})
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, os.Getenv(echoVar))

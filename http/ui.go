@@ -102,7 +102,7 @@ func (d *dashboard) headers(next http.HandlerFunc) http.HandlerFunc {
 		h.Set("Content-Security-Policy", uiCSP)
 		h.Set("X-Frame-Options", "DENY")
 		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("Referrer-Policy", "same-origin") // not no-referrer: that makes a form POST's Origin "null"
 		if !strings.HasPrefix(r.URL.Path, "/ui/static/") {
 			h.Set("Cache-Control", "no-store")
 		}

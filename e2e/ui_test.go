@@ -19,6 +19,9 @@ import (
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+	"github.com/moby/moby/client"
+
+	dtmahttp "github.com/agentopia/dtma/http"
 )
 
 // The dashboard, driven in headless Chromium (Debian's chromium package)
@@ -275,6 +278,8 @@ func TestUIDashboard(t *testing.T) {
 		"name": "ui-beta", "image": img, "env": map[string]string{"ECHO": "beta"},
 		"ports": []map[string]any{{"container_port": 8080, "host_port": pb}},
 	})
+	var gamma dtmahttp.Instance
+	a.Expect(201, "POST", "/v1/instances", map[string]any{"name": "ui-gamma", "image": img}).Decode(t, &gamma)
 
 	// A wrong token: a clear message, no session.
 	b.run("wrong token",
@@ -294,9 +299,9 @@ func TestUIDashboard(t *testing.T) {
 
 	// The right token: the instances, both running.
 	b.login(a.URL)
-	b.waitJS("both rows running", rowStatus("ui-alpha")+` === 'running' && `+rowStatus("ui-beta")+` === 'running'`)
-	if n := evalIn[int](b, `document.querySelectorAll('table.instances tbody tr').length`); n != 2 {
-		t.Errorf("%d rows, want 2", n)
+	b.waitJS("the rows running", rowStatus("ui-alpha")+` === 'running' && `+rowStatus("ui-beta")+` === 'running' && `+rowStatus("ui-gamma")+` === 'running'`)
+	if n := evalIn[int](b, `document.querySelectorAll('table.instances tbody tr').length`); n != 3 {
+		t.Errorf("%d rows, want 3", n)
 	}
 	links := evalIn[[]string](b, `[...document.querySelectorAll('tr[data-name="ui-alpha"] a[target]')].map(a => a.href)`)
 	if want := fmt.Sprintf("http://127.0.0.1:%d/", pa); len(links) != 1 || links[0] != want {
@@ -310,7 +315,7 @@ func TestUIDashboard(t *testing.T) {
 	if cls := evalIn[string](b, `document.activeElement.className`); cls != "skip" {
 		t.Errorf("first Tab focuses %q, want the skip link", cls)
 	}
-	b.screenshot("instances")
+	evalIn[bool](b, `(document.activeElement.blur(), true)`)
 
 	// Stopped behind the page's back: the row changes, the page is not
 	// reloaded (a marker set on window survives).
@@ -320,6 +325,13 @@ func TestUIDashboard(t *testing.T) {
 	if txt := evalIn[string](b, `document.querySelector('.chip[data-status="stopped"]').textContent`); !strings.Contains(txt, "1") {
 		t.Errorf("stopped count chip %q", txt)
 	}
+	// Stopped behind the agent's back (docker stop): drift shown as text.
+	secs := 5
+	if _, err := a.Docker.ContainerStop(context.Background(), gamma.ContainerID, client.ContainerStopOptions{Timeout: &secs}); err != nil {
+		t.Fatalf("docker stop ui-gamma: %v", err)
+	}
+	b.waitJS("ui-gamma's drift shown", `(r => r && r.querySelector('.flag.warn') && r.querySelector('.flag.warn').textContent.includes('drift: Docker shows exited, wanted running'))(document.querySelector('tr[data-name="ui-gamma"]'))`)
+	b.screenshot("instances")
 
 	// Phone width: no horizontal scrolling.
 	b.run("phone", chromedp.EmulateViewport(390, 844))
@@ -385,8 +397,8 @@ func TestUIDashboard(t *testing.T) {
 		t.Errorf("removal notice %q", txt)
 	}
 	a.Expect(404, "GET", "/v1/instances/ui-beta", nil)
-	if n := len(a.HostContainers()); n != 1 {
-		t.Errorf("%d containers after removing ui-beta, want 1", n)
+	if n := len(a.HostContainers()); n != 2 {
+		t.Errorf("%d containers after removing ui-beta, want 2", n)
 	}
 
 	// CSRF: a fetch and a form without the token are 403 and change nothing.

@@ -29,8 +29,8 @@ var uiFiles embed.FS
 
 // UIConfig is what the dashboard shows beyond the InstanceService.
 type UIConfig struct {
-	// Disabled turns the dashboard off (/ui/ is then a 404 like any
-	// unknown path).
+	// Disabled turns the dashboard off (DTMA_UI=false): /ui/ is then
+	// answered like any unknown path (401 without a bearer token, else 404).
 	Disabled bool
 	// RegistryKind is "sqlite" or "postgres"; with "postgres" the host
 	// page shows the fleet (every host's instances).

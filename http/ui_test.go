@@ -299,3 +299,14 @@ func TestUIPagesShowNoSecrets(t *testing.T) {
 		t.Errorf("filtered empty state missing:\n%s", rec.Body)
 	}
 }
+
+func TestUIDisabled(t *testing.T) {
+	s := &Server{Service: &uiService{}, Tokens: []string{"right-token"}, AuthFailureLimit: -1, UI: UIConfig{Disabled: true}}
+	h := s.Handler()
+	if rec := uiDo(h, "GET", "/ui/login", nil, nil); rec.Code != http.StatusUnauthorized {
+		t.Errorf("disabled dashboard, no token: %d, want 401", rec.Code)
+	}
+	if rec := uiDo(h, "GET", "/ui/login", nil, func(r *http.Request) { r.Header.Set("Authorization", "Bearer right-token") }); rec.Code != http.StatusNotFound {
+		t.Errorf("disabled dashboard, with token: %d, want 404", rec.Code)
+	}
+}

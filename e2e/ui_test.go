@@ -130,7 +130,10 @@ func (b *browser) observe(ev any) {
 		if e.Entry.Level != cdplog.EntryLevelError {
 			return
 		}
-		if e.Entry.Source == cdplog.EntrySourceNetwork && strings.Contains(e.Entry.Text, "the server responded with a status of") {
+		// Refusals the test provokes (401/403) and the agent it kills are
+		// expected; any other failed load (a 404 asset, a 500) is an error.
+		if e.Entry.Source == cdplog.EntrySourceNetwork && (strings.Contains(e.Entry.Text, "status of 401") ||
+			strings.Contains(e.Entry.Text, "status of 403") || strings.Contains(e.Entry.Text, "net::ERR_CONNECTION_REFUSED")) {
 			b.netErrors = append(b.netErrors, e.Entry.URL+": "+e.Entry.Text)
 			return
 		}
@@ -167,7 +170,7 @@ func (b *browser) waitJS(what, expr string) {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(b.ctx, 90*time.Second)
-		_, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(time.Until(deadline))))
+		_, err := chromedp.Run(ctx, chromedp.Poll[bool]("!!("+expr+")", chromedp.WithPollingTimeout(time.Until(deadline))))
 		cancel()
 		if err == nil {
 			return
@@ -481,7 +484,9 @@ func TestUIDashboard(t *testing.T) {
 }
 
 // TestUIHostFleet: with a shared PostgreSQL registry the host page lists
-// the instances of every host.
+// the instances of every host. When the agent dies the page says it cannot
+// reach it; when the agent restarts, the old session is void (new process,
+// new key) and the page says to log in again.
 func TestUIHostFleet(t *testing.T) {
 	t.Parallel()
 	b := newBrowser(t)
@@ -506,5 +511,13 @@ func TestUIHostFleet(t *testing.T) {
 		t.Errorf("%d fleet rows link to an instance page, want 1 (this host's)", n)
 	}
 	b.screenshot("host-fleet")
+
+	// The agent goes away: the page says so and keeps trying. It comes back
+	// as a new process: the session (signed with that process's key) has
+	// ended, and the page says to log in again.
+	a.Kill()
+	b.waitJS("the unreachable banner", `(el => !el.hidden && el.textContent.includes('Cannot reach the agent'))(document.getElementById('banner'))`)
+	a.Restart()
+	b.waitJS("the session-ended banner", `(el => !el.hidden && el.textContent.includes('Your session has ended') && el.querySelector('a[href="/ui/login"]'))(document.getElementById('banner'))`)
 	b.checkLocalOnly()
 }

@@ -310,3 +310,47 @@ func TestUIDisabled(t *testing.T) {
 		t.Errorf("disabled dashboard, with token: %d, want 404", rec.Code)
 	}
 }
+
+// TestUIInstancesSortFilter: ?status= filters, ?sort= orders (a leading
+// "-" descends), the counts cover every instance, and the live partial
+// keeps the same query.
+func TestUIInstancesSortFilter(t *testing.T) {
+	mk := func(name string, st dtma.Status, restarts int) *dtma.Instance {
+		return &dtma.Instance{ID: "id-" + name, Name: name, Status: st, DesiredState: dtma.DesiredRunning,
+			Observed: dtma.Observed{DockerStatus: dtma.DockerRunning, RestartCount: restarts}}
+	}
+	svc := &uiService{fakeService: fakeService{list: []*dtma.Instance{
+		mk("b", dtma.StatusRunning, 5), mk("a", dtma.StatusRunning, 1), mk("c", dtma.StatusCrashLoop, 9),
+	}}}
+	h := (&Server{Service: svc, Tokens: []string{"right-token"}, AuthFailureLimit: -1}).Handler()
+	c := uiLogin(t, h)
+	order := func(path string) string {
+		body := uiDo(h, "GET", path, nil, withCookie(c)).Body.String()
+		var names []string
+		for _, part := range strings.Split(body, `<tr data-name="`)[1:] {
+			n, _, _ := strings.Cut(part, `"`)
+			names = append(names, n)
+		}
+		return strings.Join(names, ",")
+	}
+	for path, want := range map[string]string{
+		"/ui/":                              "a,b,c",
+		"/ui/?sort=-name":                   "c,b,a",
+		"/ui/?sort=restarts":                "a,b,c",
+		"/ui/?sort=-restarts":               "c,b,a",
+		"/ui/?status=running":               "a,b",
+		"/ui/?status=crashloop":             "c",
+		"/ui/partials/instances?sort=-name": "c,b,a",
+		"/ui/?sort=nonsense":                "a,b,c",
+	} {
+		if got := order(path); got != want {
+			t.Errorf("%s: rows %s, want %s", path, got, want)
+		}
+	}
+	body := uiDo(h, "GET", "/ui/?status=running&sort=-name", nil, withCookie(c)).Body.String()
+	for _, want := range []string{`all <b>3</b>`, `running <b>2</b>`, `crashloop <b>1</b>`, `data-live="/ui/partials/instances?sort=-name&amp;status=running"`, `aria-sort="descending"`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("page lacks %s", want)
+		}
+	}
+}

@@ -89,7 +89,12 @@
           });
         })
         .catch(function (e) {
-          showBanner('Cannot update from the agent (' + e.message + '); retrying every 2 s.');
+          if (e instanceof TypeError) {
+            showBanner('Cannot reach the agent (' + e.message + '); retrying every 2 s. Is dtma serve running and reachable from here?');
+          } else {
+            showBanner('The agent could not answer (' + e.message + '); retrying every 2 s. The host page shows Docker and registry reachability.',
+              { href: '/ui/host', text: 'Host page' });
+          }
         })
         .finally(function () { busy = false; });
     }

@@ -131,6 +131,7 @@ func serve(ctx context.Context, c *config, s *streams) error {
 		ReadTimeout:      c.HTTPReadTimeout,
 		MaxConns:         c.MaxConnections,
 		AuthFailureLimit: c.AuthFailureLimit,
+		UI:               dtmahttp.UIConfig{Disabled: !c.UI, RegistryKind: strings.SplitN(where, ":", 2)[0], DockerVersion: rt.ServerVersion},
 	}
 	if srv.AuthFailureLimit == 0 {
 		srv.AuthFailureLimit = -1 // the setting's 0 means off

@@ -296,9 +296,9 @@ func TestTrackedByContainerID(t *testing.T) {
 		t.Fatalf("row %s drift %v; want the exit recorded", r.DockerStatus, r.Drift())
 	}
 	b.rt.Remove(legacy)
-	b.a.mu.Lock()
-	b.a.view[res.Instance.ID].DesiredState = dtma.DesiredRunning
-	b.a.mu.Unlock()
+	b.a.view.mu.Lock()
+	b.a.view.rows[res.Instance.ID].DesiredState = dtma.DesiredRunning
+	b.a.view.mu.Unlock()
 	b.relist()
 	r := b.mustRow("Legacy Tool")
 	c := b.rt.Container(r.ContainerID)

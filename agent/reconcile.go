@@ -156,7 +156,7 @@ func (a *Agent) watch(ctx context.Context, events <-chan dtma.ContainerEvent, er
 		case <-ctx.Done():
 			return ctx.Err()
 		case err := <-broken:
-			a.noteDocker(dtma.Errorf(dtma.EUNAVAILABLE, "docker event stream: %v", err))
+			a.health.noteDocker(dtma.Errorf(dtma.EUNAVAILABLE, "docker event stream: %v", err))
 			return err
 		case <-q.signal:
 			for _, ev := range q.drain() {
@@ -167,7 +167,7 @@ func (a *Agent) watch(ctx context.Context, events <-chan dtma.ContainerEvent, er
 		case <-a.kick:
 			relistSoon = true
 		case <-tick.C:
-			if relistSoon || a.recreateDue() {
+			if relistSoon || a.recreate.due() {
 				relistSoon = false
 				if err := a.Relist(ctx); err != nil {
 					a.log.Warn("relist failed", "err", err)
@@ -187,7 +187,7 @@ func (a *Agent) watch(ctx context.Context, events <-chan dtma.ContainerEvent, er
 // applyEvent refreshes the instance an event is about. It reports whether
 // a relist is needed (the container is gone, or no record knows it).
 func (a *Agent) applyEvent(ctx context.Context, ev dtma.ContainerEvent) bool {
-	inst := a.instanceForContainer(ev.ContainerID, ev.Labels[dtma.LabelInstanceID])
+	inst := a.view.forContainer(ev.ContainerID, ev.Labels[dtma.LabelInstanceID])
 	if inst == nil {
 		return ev.Action != "destroy"
 	}
@@ -198,7 +198,7 @@ func (a *Agent) applyEvent(ctx context.Context, ev dtma.ContainerEvent) bool {
 	defer unlock()
 	c, err := a.rt.InspectContainer(ctx, ev.ContainerID)
 	if err != nil {
-		a.noteDocker(err)
+		a.health.noteDocker(err)
 		return dtma.ErrorCode(err) == dtma.ENOTFOUND
 	}
 	if inst.ContainerID != "" && inst.ContainerID != c.ID {
@@ -206,20 +206,6 @@ func (a *Agent) applyEvent(ctx context.Context, ev dtma.ContainerEvent) bool {
 	}
 	a.observe(ctx, inst, c) // records c.ID as the instance's container
 	return false
-}
-
-func (a *Agent) instanceForContainer(containerID, instanceID string) *dtma.Instance {
-	a.mu.RLock()
-	defer a.mu.RUnlock()
-	if inst := a.view[instanceID]; inst != nil {
-		return inst.Clone()
-	}
-	for _, inst := range a.view {
-		if inst.ContainerID == containerID {
-			return inst.Clone()
-		}
-	}
-	return nil
 }
 
 // fullInspectEvery is how often a periodic relist inspects every
@@ -247,7 +233,7 @@ func (a *Agent) Relist(ctx context.Context) error { return a.relist(ctx, false) 
 // count.
 func (a *Agent) relist(ctx context.Context, full bool) error {
 	containers, err := a.rt.ListContainers(ctx, a.cfg.HostID)
-	a.noteDocker(err)
+	a.health.noteDocker(err)
 	if err != nil {
 		return fmt.Errorf("relist: %w", err)
 	}
@@ -262,7 +248,7 @@ func (a *Agent) relist(ctx context.Context, full bool) error {
 	}
 	claimed := map[string]bool{}
 	var later []*dtma.Instance // rows with no container yet matched
-	for _, inst := range a.snapshot() {
+	for _, inst := range a.view.snapshot() {
 		c := byID[inst.ContainerID]
 		if c == nil {
 			c = byInstanceID[inst.ID]
@@ -280,7 +266,7 @@ func (a *Agent) relist(ctx context.Context, full bool) error {
 			// looked up by id.
 			found, err := a.rt.InspectContainer(ctx, inst.ContainerID)
 			if err != nil && dtma.ErrorCode(err) != dtma.ENOTFOUND {
-				a.noteDocker(err)
+				a.health.noteDocker(err)
 				return fmt.Errorf("relist: %w", err)
 			}
 			a.reconcileLocked(ctx, inst, found, true)
@@ -297,14 +283,14 @@ func (a *Agent) relist(ctx context.Context, full bool) error {
 		var c *dtma.Container
 		for _, cand := range containers {
 			if claimed[cand.ID] || cand.Labels[dtma.LabelInstance] != inst.Name ||
-				!sameSpecHash(cand.Labels[dtma.LabelSpecHash], inst) || a.get(cand.Labels[dtma.LabelInstanceID]) != nil {
+				!sameSpecHash(cand.Labels[dtma.LabelSpecHash], inst) || a.view.get(cand.Labels[dtma.LabelInstanceID]) != nil {
 				continue
 			}
 			fc, err := a.rt.InspectContainer(ctx, cand.ID)
 			if dtma.ErrorCode(err) == dtma.ENOTFOUND {
 				continue
 			} else if err != nil {
-				a.noteDocker(err)
+				a.health.noteDocker(err)
 				return fmt.Errorf("relist: %w", err)
 			}
 			// The label hash leaves env values out; the container's own
@@ -330,9 +316,7 @@ func (a *Agent) relist(ctx context.Context, full bool) error {
 		}
 	}
 	a.flush(ctx)
-	a.health.mu.Lock()
-	a.health.lastObservedAt = nowUTC()
-	a.health.mu.Unlock()
+	a.health.observed(nowUTC())
 	return nil
 }
 
@@ -348,12 +332,12 @@ func (a *Agent) reconcileListed(ctx context.Context, inst *dtma.Instance, s *dtm
 	defer unlock()
 	if !full && a.listedUnchanged(inst, s) {
 		inst.ObservedAt = nowUTC()
-		a.putView(inst)
+		a.view.remember(inst)
 		return
 	}
 	c, err := a.rt.InspectContainer(ctx, s.ID)
 	if err != nil {
-		a.noteDocker(err)
+		a.health.noteDocker(err)
 		if dtma.ErrorCode(err) != dtma.ENOTFOUND {
 			return
 		}
@@ -386,7 +370,7 @@ func (a *Agent) claimLocked(ctx context.Context, inst *dtma.Instance, c *dtma.Co
 			"instance", inst.Name, "container", c.Name, "ports", c.Ports)
 		inst.Ports = append([]dtma.Port(nil), c.Ports...)
 		inst.ContainerID = c.ID
-		a.writeOutcome(ctx, inst)
+		a.view.writeOutcome(ctx, inst)
 	}
 	a.reconcile(ctx, inst, c)
 }
@@ -425,7 +409,7 @@ func (a *Agent) lockCurrent(inst *dtma.Instance) (*dtma.Instance, func(), bool) 
 	if !ok {
 		return nil, nil, false
 	}
-	cur := a.get(inst.ID)
+	cur := a.view.get(inst.ID)
 	if cur == nil {
 		unlock()
 		return nil, nil, false
@@ -446,7 +430,7 @@ func (a *Agent) reconcileLocked(ctx context.Context, inst *dtma.Instance, c *dtm
 		if found, err := a.rt.InspectContainer(ctx, inst.ContainerID); err == nil {
 			c = found
 		} else if dtma.ErrorCode(err) != dtma.ENOTFOUND {
-			a.noteDocker(err)
+			a.health.noteDocker(err)
 			return
 		}
 	}
@@ -459,7 +443,7 @@ func (a *Agent) reconcile(ctx context.Context, inst *dtma.Instance, c *dtma.Cont
 	if c != nil && c.Summary {
 		full, err := a.rt.InspectContainer(ctx, c.ID)
 		if err != nil && dtma.ErrorCode(err) != dtma.ENOTFOUND {
-			a.noteDocker(err)
+			a.health.noteDocker(err)
 			return
 		}
 		c = full
@@ -503,7 +487,7 @@ func (a *Agent) reconcile(ctx context.Context, inst *dtma.Instance, c *dtma.Cont
 			a.settle(ctx, inst)
 		case dtma.OpRemove:
 			if err := a.removeContainer(ctx, c.ID); err != nil {
-				a.noteDocker(err)
+				a.health.noteDocker(err)
 				a.log.Warn("finish interrupted remove failed; will retry", "instance", inst.Name, "err", err)
 				return
 			}
@@ -517,7 +501,7 @@ func (a *Agent) reconcile(ctx context.Context, inst *dtma.Instance, c *dtma.Cont
 		a.log.Info("finished interrupted remove", "instance", inst.Name)
 		a.dropInstance(ctx, inst)
 	case inst.DesiredState == dtma.DesiredRunning:
-		if !a.recreateAllowed(inst.ID) {
+		if !a.recreate.allowed(inst.ID) {
 			return
 		}
 		a.log.Warn("container missing; recreating", "instance", inst.Name, "container", inst.ContainerName)
@@ -525,7 +509,7 @@ func (a *Agent) reconcile(ctx context.Context, inst *dtma.Instance, c *dtma.Cont
 		inst.ContainerID = ""
 		inst.PendingOp = dtma.OpDeploy
 		inst.Status = dtma.StatusDeploying
-		if err := a.writeIntent(ctx, inst); err != nil {
+		if err := a.view.writeIntent(ctx, inst); err != nil {
 			// No container may be made before its intent is recorded, but
 			// the view (and the row, once the registry is back) must still
 			// say that the container is gone.
@@ -533,9 +517,9 @@ func (a *Agent) reconcile(ctx context.Context, inst *dtma.Instance, c *dtma.Cont
 			return
 		}
 		if err := a.createAndStart(ctx, inst, dtma.PullMissing); err != nil {
-			a.recreateFailed(inst.ID)
+			a.recreate.failed(inst.ID)
 			if dtma.ErrorCode(err) == dtma.EUNAVAILABLE {
-				a.noteDocker(err)
+				a.health.noteDocker(err)
 				return // the intent stands; retried when Docker is back
 			}
 			if inst.ContainerID != "" {
@@ -549,7 +533,7 @@ func (a *Agent) reconcile(ctx context.Context, inst *dtma.Instance, c *dtma.Cont
 			a.fail(ctx, inst, err)
 			return
 		}
-		a.recreateSucceeded(inst.ID)
+		a.recreate.forget(inst.ID)
 	default:
 		o := dtma.Observed{DockerStatus: dtma.DockerMissing}
 		if inst.Observed != o || inst.PendingOp != dtma.OpNone || inst.Status != dtma.StatusMissing {
@@ -557,7 +541,7 @@ func (a *Agent) reconcile(ctx context.Context, inst *dtma.Instance, c *dtma.Cont
 			inst.ContainerID = ""
 			inst.PendingOp = dtma.OpNone
 			inst.Status = dtma.StatusMissing
-			a.writeOutcome(ctx, inst)
+			a.view.writeOutcome(ctx, inst)
 		}
 	}
 }
@@ -572,7 +556,7 @@ func (a *Agent) noteMissing(ctx context.Context, inst *dtma.Instance) {
 	inst.Observed = o
 	inst.ObservedAt = nowUTC()
 	inst.Status = a.statusFor(inst)
-	a.writeOutcome(ctx, inst)
+	a.view.writeOutcome(ctx, inst)
 }
 
 // observe records what Docker shows of inst's container, writing to the
@@ -588,7 +572,7 @@ func (a *Agent) observe(ctx context.Context, inst *dtma.Instance, c *dtma.Contai
 	// Restart counts compare only within one container: a recreated
 	// container starts again from zero.
 	if o.ContainerID == inst.ContainerID && o.RestartCount > inst.RestartCount {
-		a.noteRestarts(inst.ID, o.RestartCount-inst.RestartCount)
+		a.restarts.note(inst.ID, o.RestartCount-inst.RestartCount)
 	}
 	changed := !sameObserved(o, inst.Observed)
 	inst.Observed = o
@@ -600,21 +584,11 @@ func (a *Agent) observe(ctx context.Context, inst *dtma.Instance, c *dtma.Contai
 	switch {
 	case status != inst.Status:
 		inst.Status = status
-		a.writeOutcome(ctx, inst)
+		a.view.writeOutcome(ctx, inst)
 	case changed:
-		wrote, err := a.reg.UpdateObserved(ctx, inst.ID, o)
-		a.noteRegistry(err)
-		if wrote {
-			inst.UpdatedAt = nowUTC().Truncate(time.Microsecond) // as the registry stamped it, to the microsecond's noise
-		}
-		a.mu.Lock()
-		a.view[inst.ID] = inst.Clone()
-		if err != nil {
-			a.dirty[inst.ID] = true
-		}
-		a.mu.Unlock()
+		a.view.writeObserved(ctx, inst)
 	default:
-		a.putView(inst) // ObservedAt only: memory, no write
+		a.view.remember(inst) // ObservedAt only: memory, no write
 	}
 }
 
@@ -649,7 +623,7 @@ func (a *Agent) adoptLabelled(ctx context.Context, c *dtma.Container) {
 	}
 	defer unlock()
 	id := strings.ToLower(c.Labels[dtma.LabelInstanceID])
-	if a.get(id) != nil {
+	if a.view.get(id) != nil {
 		return
 	}
 	// The list may be stale: a remove that has just released the lock
@@ -657,7 +631,7 @@ func (a *Agent) adoptLabelled(ctx context.Context, c *dtma.Container) {
 	// lock, so that a removed instance is never brought back.
 	fresh, ierr := a.rt.InspectContainer(ctx, c.ID)
 	if ierr != nil {
-		a.noteDocker(ierr)
+		a.health.noteDocker(ierr)
 		return
 	}
 	if fresh.State == dtma.DockerRemoving || fresh.Labels[dtma.LabelHost] != a.cfg.HostID {
@@ -670,14 +644,14 @@ func (a *Agent) adoptLabelled(ctx context.Context, c *dtma.Container) {
 		// client died, possibly after the record was removed). It never
 		// ran; remove it rather than give it a record.
 		if err := a.rt.RemoveContainer(ctx, c.ID); err != nil {
-			a.noteDocker(err)
+			a.health.noteDocker(err)
 			a.log.Warn("remove container of an interrupted deploy; will retry", "container", c.Name, "err", err)
 			return
 		}
 		a.log.Warn("removed a never-started container no record knows (an interrupted deploy)", "container", c.Name, "instance", name)
 		return
 	}
-	if a.lookup(name) != nil {
+	if a.view.lookup(name) != nil {
 		a.log.Warn("container claims an instance that already has a record; left alone", "container", c.Name, "instance", name)
 		return
 	}
@@ -690,13 +664,13 @@ func (a *Agent) adoptLabelled(ctx context.Context, c *dtma.Container) {
 	inst.HostID = a.cfg.HostID
 	inst.Status = a.statusFor(inst)
 	err := a.reg.CreateInstance(ctx, inst)
-	a.noteRegistry(err)
+	a.health.noteRegistry(err)
 	if err != nil {
 		a.log.Error("adopt container", "container", c.Name, "instance", name, "err", err)
 		return
 	}
 	inst.ObservedAt = nowUTC()
-	a.putView(inst)
+	a.view.remember(inst)
 	a.log.Info("adopted container", "instance", name, "container", c.Name, "id", c.ID)
 }
 
@@ -768,127 +742,27 @@ func instanceFromContainer(c *dtma.Container, id, name string) *dtma.Instance {
 	}
 }
 
-// flush writes rows the registry could not take earlier (it was down).
+// flush writes rows the registry could not take earlier (it was down):
+// owed deletions first (stopping at the first failure), then dirty rows
+// whose instance lock is free.
 func (a *Agent) flush(ctx context.Context) {
-	a.mu.RLock()
-	if len(a.dirty) == 0 && len(a.deleted) == 0 {
-		a.mu.RUnlock()
-		return
-	}
-	var dirty, deleted []string
-	for id := range a.dirty {
-		dirty = append(dirty, id)
-	}
-	for id := range a.deleted {
-		deleted = append(deleted, id)
-	}
-	a.mu.RUnlock()
+	dirty, deleted := a.view.pending()
 	for _, id := range deleted {
-		err := a.reg.DeleteInstance(ctx, id)
-		a.noteRegistry(err)
-		if err != nil {
+		if a.view.retryDelete(ctx, id) != nil {
 			return
 		}
-		a.mu.Lock()
-		delete(a.deleted, id)
-		a.mu.Unlock()
 	}
 	for _, id := range dirty {
-		inst := a.get(id)
+		inst := a.view.get(id)
 		if inst == nil {
-			a.mu.Lock()
-			delete(a.dirty, id)
-			a.mu.Unlock()
+			a.view.retryWrite(ctx, id) // forgets it
 			continue
 		}
 		unlock, ok := a.locks.TryLock(inst.Name)
 		if !ok {
 			continue
 		}
-		if inst = a.get(id); inst != nil {
-			err := a.reg.UpdateInstance(ctx, inst)
-			if dtma.ErrorCode(err) == dtma.ENOTFOUND {
-				err = a.reg.CreateInstance(ctx, inst)
-			}
-			a.noteRegistry(err)
-			if err == nil {
-				a.mu.Lock()
-				delete(a.dirty, id)
-				a.mu.Unlock()
-				a.log.Info("caught up registry row", "instance", inst.Name)
-			}
-		}
+		a.view.retryWrite(ctx, id)
 		unlock()
 	}
-}
-
-// noteRestarts records n Docker restarts of an instance now.
-func (a *Agent) noteRestarts(id string, n int) {
-	now := a.cfg.Now()
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	for i := 0; i < n && i < a.cfg.CrashLoopRestarts; i++ {
-		a.restarts[id] = append(a.restarts[id], now)
-	}
-}
-
-// crashLooping reports whether the instance restarted at least
-// CrashLoopRestarts times within CrashLoopWindow.
-func (a *Agent) crashLooping(id string) bool {
-	cutoff := a.cfg.Now().Add(-a.cfg.CrashLoopWindow)
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	kept := a.restarts[id][:0]
-	for _, t := range a.restarts[id] {
-		if t.After(cutoff) {
-			kept = append(kept, t)
-		}
-	}
-	if len(kept) == 0 {
-		delete(a.restarts, id)
-	} else {
-		a.restarts[id] = kept
-	}
-	return len(kept) >= a.cfg.CrashLoopRestarts
-}
-
-func (a *Agent) recreateAllowed(id string) bool {
-	a.mu.RLock()
-	defer a.mu.RUnlock()
-	b := a.recreate[id]
-	return b == nil || !a.cfg.Now().Before(b.next)
-}
-
-func (a *Agent) recreateDue() bool {
-	now := a.cfg.Now()
-	a.mu.RLock()
-	defer a.mu.RUnlock()
-	for _, b := range a.recreate {
-		if !now.Before(b.next) {
-			return true
-		}
-	}
-	return false
-}
-
-func (a *Agent) recreateFailed(id string) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	b := a.recreate[id]
-	if b == nil {
-		b = &backoff{}
-		a.recreate[id] = b
-	}
-	b.failures++
-	d := a.cfg.RecreateBackoffMin << min(b.failures-1, 20)
-	if d > a.cfg.RecreateBackoffMax || d <= 0 {
-		d = a.cfg.RecreateBackoffMax
-	}
-	b.next = a.cfg.Now().Add(d)
-}
-
-func (a *Agent) recreateSucceeded(id string) {
-	a.mu.Lock()
-	delete(a.recreate, id)
-	a.mu.Unlock()
 }

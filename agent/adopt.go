@@ -107,7 +107,7 @@ func (a *Agent) AdoptContainer(ctx context.Context, req dtma.AdoptRequest) (*dtm
 	}
 	inst := &dtma.Instance{
 		ID:                    dtma.NewUUID(),
-		HostID:                a.cfg.HostID,
+		HostID:                a.hostID,
 		Name:                  req.Name,
 		AccountToolInstanceID: req.AccountToolInstanceID,
 		ContainerName:         c.Name,

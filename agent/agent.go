@@ -7,7 +7,6 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -19,7 +18,6 @@ import (
 
 // Config tunes an Agent. Zero values take the defaults noted.
 type Config struct {
-	HostID  string // required
 	Version string
 
 	// ListenPort is the agent's own TCP port; no instance may take it.
@@ -114,10 +112,11 @@ func (c *Config) setDefaults() {
 // Agent is the DTMA service. Create it with New, serve requests through its
 // dtma.InstanceService methods, and run its reconciler with Run.
 type Agent struct {
-	cfg Config
-	log *slog.Logger
-	reg dtma.Registry
-	rt  dtma.Runtime
+	cfg    Config
+	hostID string // the registry's host; the runtime is scoped to it
+	log    *slog.Logger
+	reg    dtma.Registry
+	rt     dtma.Runtime
 
 	locks    *keyedMutex // per instance name: one operation at a time
 	createMu sync.Mutex  // serializes the check-and-insert phase of deploys
@@ -133,16 +132,24 @@ type Agent struct {
 	relists atomic.Uint64 // relists begun; every fullInspectEvery-th inspects everything
 }
 
-// New loads the registry's rows for cfg.HostID into the agent's view and
-// returns the agent. It does not touch Docker: the reconciler does, in Run.
-// EUNAVAILABLE when the registry cannot be read.
+// New loads the registry's rows into the agent's view and returns the
+// agent. The host id has one source: the agent serves the registry's host
+// (reg.HostID()), and rt must be scoped to the same host. It does not
+// touch Docker: the reconciler does, in Run. EINVALID when the registry
+// has no host id or the runtime's differs; EUNAVAILABLE when the registry
+// cannot be read.
 func New(ctx context.Context, cfg Config, reg dtma.Registry, rt dtma.Runtime) (*Agent, error) {
-	if cfg.HostID == "" {
-		return nil, errors.New("agent: HostID is required")
+	host := reg.HostID()
+	if host == "" {
+		return nil, dtma.Errorf(dtma.EINVALID, "agent: the registry has no host id")
+	}
+	if rh := rt.HostID(); rh != host {
+		return nil, dtma.Errorf(dtma.EINVALID, "agent: the docker runtime is scoped to host %q, the registry to %q", rh, host)
 	}
 	cfg.setDefaults()
 	a := &Agent{
 		cfg:      cfg,
+		hostID:   host,
 		log:      cfg.Logger,
 		reg:      reg,
 		rt:       rt,
@@ -214,7 +221,7 @@ func (a *Agent) Health(ctx context.Context) dtma.Health {
 	defer cancel()
 	a.health.noteDocker(a.rt.Ping(ctx))
 	a.health.noteRegistry(a.reg.Ping(ctx))
-	h := dtma.Health{Version: a.cfg.Version, HostID: a.cfg.HostID}
+	h := dtma.Health{Version: a.cfg.Version, HostID: a.hostID}
 	a.health.report(&h)
 	return h
 }

@@ -15,11 +15,11 @@ import (
 // crash safety) are proven end to end against real Docker in e2e/.
 
 func testAgent(free func(string, int, string) bool) *Agent {
-	cfg := Config{HostID: "h1", ListenPort: 30000, PortRangeStart: 31000, PortRangeEnd: 31003, PortFree: free,
+	cfg := Config{ListenPort: 30000, PortRangeStart: 31000, PortRangeEnd: 31003, PortFree: free,
 		CrashLoopRestarts: 3, CrashLoopWindow: time.Minute}
 	cfg.setDefaults()
 	h := &health{log: cfg.Logger}
-	return &Agent{cfg: cfg, log: cfg.Logger, locks: newKeyedMutex(), view: newView(nil, h, cfg.Logger), health: h,
+	return &Agent{cfg: cfg, hostID: "h1", log: cfg.Logger, locks: newKeyedMutex(), view: newView(nil, h, cfg.Logger), health: h,
 		restarts: newCrashLoop(cfg.Now, cfg.CrashLoopRestarts, cfg.CrashLoopWindow),
 		recreate: newRecreateBackoff(cfg.Now, cfg.RecreateBackoffMin, cfg.RecreateBackoffMax)}
 }

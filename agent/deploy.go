@@ -62,7 +62,7 @@ func (a *Agent) Deploy(ctx context.Context, req dtma.DeployRequest) (*dtma.Insta
 	}
 	inst := &dtma.Instance{
 		ID:                    dtma.NewUUID(),
-		HostID:                a.cfg.HostID,
+		HostID:                a.hostID,
 		Name:                  req.Name,
 		AccountToolInstanceID: req.AccountToolInstanceID,
 		ContainerName:         a.containerNameFor(view, req.Name),
@@ -139,7 +139,7 @@ func (a *Agent) containerNameFor(view []*dtma.Instance, name string) string {
 	plain := dtma.ContainerName(name)
 	for _, inst := range view {
 		if inst.ContainerName == plain {
-			return dtma.DisambiguatedContainerName(a.cfg.HostID, name)
+			return dtma.DisambiguatedContainerName(a.hostID, name)
 		}
 	}
 	return plain
@@ -151,7 +151,7 @@ func (a *Agent) containerNameFor(view []*dtma.Instance, name string) string {
 func (a *Agent) labelsFor(inst *dtma.Instance) map[string]string {
 	l := map[string]string{
 		dtma.LabelManaged:    "true",
-		dtma.LabelHost:       a.cfg.HostID,
+		dtma.LabelHost:       a.hostID,
 		dtma.LabelInstance:   inst.Name,
 		dtma.LabelInstanceID: inst.ID,
 		dtma.LabelSpecHash:   inst.SpecHash,
@@ -272,10 +272,10 @@ func (a *Agent) createContainer(ctx context.Context, inst *dtma.Instance) (strin
 		if ierr != nil {
 			return "", fmt.Errorf("name %s taken: %w", inst.ContainerName, ierr)
 		}
-		if c.Labels[dtma.LabelHost] == a.cfg.HostID && c.Labels[dtma.LabelInstanceID] == inst.ID {
+		if c.Labels[dtma.LabelHost] == a.hostID && c.Labels[dtma.LabelInstanceID] == inst.ID {
 			return c.ID, nil // ours, from an attempt interrupted by a crash
 		}
-		if c.Labels[dtma.LabelHost] == a.cfg.HostID && c.Labels[dtma.LabelInstance] == inst.Name &&
+		if c.Labels[dtma.LabelHost] == a.hostID && c.Labels[dtma.LabelInstance] == inst.Name &&
 			neverStarted(c) && a.view.get(strings.ToLower(c.Labels[dtma.LabelInstanceID])) == nil && retries < 5 {
 			// Left by an interrupted deploy of this name whose record is
 			// gone (Docker finished the create after the agent died): it
@@ -290,7 +290,7 @@ func (a *Agent) createContainer(ctx context.Context, inst *dtma.Instance) (strin
 			attempt--
 			continue
 		}
-		alt := dtma.DisambiguatedContainerName(a.cfg.HostID, inst.Name)
+		alt := dtma.DisambiguatedContainerName(a.hostID, inst.Name)
 		if inst.ContainerName == alt {
 			return "", dtma.Errorf(dtma.ECONFLICT, "container name %s is taken by a container DTMA does not manage", inst.ContainerName)
 		}

@@ -31,7 +31,7 @@ func (a *Agent) ListFleet(ctx context.Context) ([]*dtma.Instance, error) {
 	}
 	// This host's rows are freshest in the view.
 	for i, inst := range list {
-		if inst.HostID == a.cfg.HostID {
+		if inst.HostID == a.hostID {
 			if v := a.view.get(inst.ID); v != nil {
 				list[i] = v
 			}
@@ -295,7 +295,7 @@ func (a *Agent) containerOf(ctx context.Context, inst *dtma.Instance) (*dtma.Con
 		}
 		return nil, err
 	}
-	if c.Labels[dtma.LabelHost] == a.cfg.HostID && c.Labels[dtma.LabelInstanceID] == inst.ID {
+	if c.Labels[dtma.LabelHost] == a.hostID && c.Labels[dtma.LabelInstanceID] == inst.ID {
 		return c, nil
 	}
 	return nil, nil

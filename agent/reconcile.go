@@ -25,7 +25,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	wait := time.Second
 	for ctx.Err() == nil {
 		sctx, cancel := context.WithCancel(ctx)
-		events, errs := a.rt.Events(sctx, a.cfg.HostID)
+		events, errs := a.rt.Events(sctx)
 		// Full: whatever happened while the agent was not subscribed
 		// (down, or its stream broken) may have left no trace in a list.
 		if err := a.relist(ctx, true); err != nil {
@@ -232,7 +232,7 @@ func (a *Agent) Relist(ctx context.Context) error { return a.relist(ctx, false) 
 // relist is Relist; full makes it inspect every container whatever the
 // count.
 func (a *Agent) relist(ctx context.Context, full bool) error {
-	containers, err := a.rt.ListContainers(ctx, a.cfg.HostID)
+	containers, err := a.rt.ListContainers(ctx)
 	a.health.noteDocker(err)
 	if err != nil {
 		return fmt.Errorf("relist: %w", err)
@@ -634,7 +634,7 @@ func (a *Agent) adoptLabelled(ctx context.Context, c *dtma.Container) {
 		a.health.noteDocker(ierr)
 		return
 	}
-	if fresh.State == dtma.DockerRemoving || fresh.Labels[dtma.LabelHost] != a.cfg.HostID {
+	if fresh.State == dtma.DockerRemoving || fresh.Labels[dtma.LabelHost] != a.hostID {
 		return
 	}
 	c = fresh
@@ -661,7 +661,7 @@ func (a *Agent) adoptLabelled(ctx context.Context, c *dtma.Container) {
 	a.createMu.Lock()
 	defer a.createMu.Unlock()
 	inst := instanceFromContainer(c, id, name)
-	inst.HostID = a.cfg.HostID
+	inst.HostID = a.hostID
 	inst.Status = a.statusFor(inst)
 	err := a.reg.CreateInstance(ctx, inst)
 	a.health.noteRegistry(err)

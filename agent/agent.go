@@ -152,13 +152,13 @@ func New(ctx context.Context, cfg Config, reg dtma.Registry, rt dtma.Runtime) (*
 		hostID:   host,
 		log:      cfg.Logger,
 		reg:      reg,
-		rt:       rt,
 		locks:    newKeyedMutex(),
 		restarts: newCrashLoop(cfg.Now, cfg.CrashLoopRestarts, cfg.CrashLoopWindow),
 		recreate: newRecreateBackoff(cfg.Now, cfg.RecreateBackoffMin, cfg.RecreateBackoffMax),
 		kick:     make(chan struct{}, 1),
 	}
 	a.health = &health{log: a.log, dockerBack: a.requestRelist}
+	a.rt = healthRuntime{rt: rt, health: a.health}
 	a.view = newView(reg, a.health, a.log)
 	rows, err := reg.FindInstances(ctx, dtma.InstanceFilter{})
 	if err != nil {
@@ -219,7 +219,7 @@ func (a *Agent) lockInstance(ctx context.Context, name string) (func(), error) {
 func (a *Agent) Health(ctx context.Context) dtma.Health {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	a.health.noteDocker(a.rt.Ping(ctx))
+	_ = a.rt.Ping(ctx) // the runtime records Docker's health
 	a.health.noteRegistry(a.reg.Ping(ctx))
 	h := dtma.Health{Version: a.cfg.Version, HostID: a.hostID}
 	a.health.report(&h)
@@ -232,7 +232,6 @@ func (a *Agent) requireDocker(ctx context.Context) error {
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	err := a.rt.Ping(pctx)
-	a.health.noteDocker(err)
 	if err != nil {
 		if dtma.ErrorCode(err) == dtma.EUNAVAILABLE {
 			return err

@@ -187,7 +187,6 @@ func (a *Agent) createAndStart(ctx context.Context, inst *dtma.Instance, policy 
 		}
 	}
 	warning, err := a.rt.EnsureImage(ctx, inst.Spec.Image, policy)
-	a.health.noteDocker(err) // ignores registry failures: they say nothing of Docker
 
 	if err != nil {
 		return fmt.Errorf("deploy %s: %w", inst.Name, imageField(err))
@@ -205,7 +204,6 @@ func (a *Agent) createAndStart(ctx context.Context, inst *dtma.Instance, policy 
 		return err
 	}
 	if _, err := a.rt.StartContainer(ctx, id); err != nil {
-		a.health.noteDocker(err)
 		return fmt.Errorf("start %s: %w", inst.Name, err)
 	}
 	a.settle(ctx, inst)
@@ -248,7 +246,6 @@ func (a *Agent) createContainer(ctx context.Context, inst *dtma.Instance) (strin
 			CapAdd: caps,
 		}
 		id, err := a.rt.CreateContainer(ctx, cfg)
-		a.health.noteDocker(err)
 		if err == nil {
 			return id, nil
 		}
@@ -282,7 +279,6 @@ func (a *Agent) createContainer(ctx context.Context, inst *dtma.Instance) (strin
 			// never ran, so it makes way rather than push this instance
 			// to another name.
 			if rerr := a.rt.RemoveContainer(ctx, c.ID); rerr != nil {
-				a.health.noteDocker(rerr)
 				return "", fmt.Errorf("remove never-started %s: %w", inst.ContainerName, rerr)
 			}
 			a.log.Warn("removed a never-started container no record knows (an interrupted deploy)", "container", c.Name, "instance", inst.Name)
@@ -335,7 +331,6 @@ func (a *Agent) undoDeploy(ctx context.Context, inst *dtma.Instance, cause error
 		err = nil // nothing of ours to remove
 	}
 	if err != nil {
-		a.health.noteDocker(err)
 		inst.PendingOp = dtma.OpRemove
 		inst.Status = dtma.StatusRemoving
 		inst.LastError = dtma.ErrorMessage(cause)

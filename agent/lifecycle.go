@@ -210,12 +210,10 @@ func (a *Agent) removeLocked(ctx context.Context, inst *dtma.Instance) error {
 	}
 	c, err := a.containerOf(ctx, inst)
 	if err != nil {
-		a.health.noteDocker(err)
 		return fmt.Errorf("remove %s: %w", inst.Name, err)
 	}
 	if c != nil {
 		if err := a.removeContainer(ctx, c.ID); err != nil {
-			a.health.noteDocker(err)
 			return fmt.Errorf("remove %s: %w", inst.Name, err)
 		}
 	}
@@ -262,7 +260,6 @@ func (a *Agent) InstanceLogs(ctx context.Context, ref string, opts dtma.LogOptio
 		return io.NopCloser(strings.NewReader("")), nil
 	}
 	rc, err := a.rt.ContainerLogs(ctx, c.ID, opts)
-	a.health.noteDocker(err)
 	if err != nil {
 		return nil, fmt.Errorf("logs %s: %w", inst.Name, err)
 	}
@@ -279,7 +276,6 @@ func (a *Agent) containerOf(ctx context.Context, inst *dtma.Instance) (*dtma.Con
 		if err == nil {
 			return c, nil
 		}
-		a.health.noteDocker(err)
 		if dtma.ErrorCode(err) != dtma.ENOTFOUND {
 			return nil, err
 		}
@@ -289,7 +285,6 @@ func (a *Agent) containerOf(ctx context.Context, inst *dtma.Instance) (*dtma.Con
 	}
 	c, err := a.rt.InspectContainer(ctx, inst.ContainerName)
 	if err != nil {
-		a.health.noteDocker(err)
 		if dtma.ErrorCode(err) == dtma.ENOTFOUND {
 			return nil, nil
 		}
@@ -305,7 +300,6 @@ func (a *Agent) containerOf(ctx context.Context, inst *dtma.Instance) (*dtma.Con
 // mid-operation the intent stays (the reconciler finishes it once Docker is
 // back); otherwise the operation is cleared and the error recorded.
 func (a *Agent) fail(ctx context.Context, inst *dtma.Instance, err error) error {
-	a.health.noteDocker(err)
 	if dtma.ErrorCode(err) == dtma.EUNAVAILABLE {
 		inst.LastError = dtma.ErrorMessage(err)
 		a.view.writeOutcome(ctx, inst)

@@ -198,7 +198,6 @@ func (a *Agent) applyEvent(ctx context.Context, ev dtma.ContainerEvent) bool {
 	defer unlock()
 	c, err := a.rt.InspectContainer(ctx, ev.ContainerID)
 	if err != nil {
-		a.health.noteDocker(err)
 		return dtma.ErrorCode(err) == dtma.ENOTFOUND
 	}
 	if inst.ContainerID != "" && inst.ContainerID != c.ID {
@@ -233,7 +232,6 @@ func (a *Agent) Relist(ctx context.Context) error { return a.relist(ctx, false) 
 // count.
 func (a *Agent) relist(ctx context.Context, full bool) error {
 	containers, err := a.rt.ListContainers(ctx)
-	a.health.noteDocker(err)
 	if err != nil {
 		return fmt.Errorf("relist: %w", err)
 	}
@@ -266,7 +264,6 @@ func (a *Agent) relist(ctx context.Context, full bool) error {
 			// looked up by id.
 			found, err := a.rt.InspectContainer(ctx, inst.ContainerID)
 			if err != nil && dtma.ErrorCode(err) != dtma.ENOTFOUND {
-				a.health.noteDocker(err)
 				return fmt.Errorf("relist: %w", err)
 			}
 			a.reconcileLocked(ctx, inst, found, true)
@@ -290,7 +287,6 @@ func (a *Agent) relist(ctx context.Context, full bool) error {
 			if dtma.ErrorCode(err) == dtma.ENOTFOUND {
 				continue
 			} else if err != nil {
-				a.health.noteDocker(err)
 				return fmt.Errorf("relist: %w", err)
 			}
 			// The label hash leaves env values out; the container's own
@@ -337,7 +333,6 @@ func (a *Agent) reconcileListed(ctx context.Context, inst *dtma.Instance, s *dtm
 	}
 	c, err := a.rt.InspectContainer(ctx, s.ID)
 	if err != nil {
-		a.health.noteDocker(err)
 		if dtma.ErrorCode(err) != dtma.ENOTFOUND {
 			return
 		}
@@ -430,7 +425,6 @@ func (a *Agent) reconcileLocked(ctx context.Context, inst *dtma.Instance, c *dtm
 		if found, err := a.rt.InspectContainer(ctx, inst.ContainerID); err == nil {
 			c = found
 		} else if dtma.ErrorCode(err) != dtma.ENOTFOUND {
-			a.health.noteDocker(err)
 			return
 		}
 	}
@@ -443,7 +437,6 @@ func (a *Agent) reconcile(ctx context.Context, inst *dtma.Instance, c *dtma.Cont
 	if c != nil && c.Summary {
 		full, err := a.rt.InspectContainer(ctx, c.ID)
 		if err != nil && dtma.ErrorCode(err) != dtma.ENOTFOUND {
-			a.health.noteDocker(err)
 			return
 		}
 		c = full
@@ -487,7 +480,6 @@ func (a *Agent) reconcile(ctx context.Context, inst *dtma.Instance, c *dtma.Cont
 			a.settle(ctx, inst)
 		case dtma.OpRemove:
 			if err := a.removeContainer(ctx, c.ID); err != nil {
-				a.health.noteDocker(err)
 				a.log.Warn("finish interrupted remove failed; will retry", "instance", inst.Name, "err", err)
 				return
 			}
@@ -519,7 +511,6 @@ func (a *Agent) reconcile(ctx context.Context, inst *dtma.Instance, c *dtma.Cont
 		if err := a.createAndStart(ctx, inst, dtma.PullMissing); err != nil {
 			a.recreate.failed(inst.ID)
 			if dtma.ErrorCode(err) == dtma.EUNAVAILABLE {
-				a.health.noteDocker(err)
 				return // the intent stands; retried when Docker is back
 			}
 			if inst.ContainerID != "" {
@@ -631,7 +622,6 @@ func (a *Agent) adoptLabelled(ctx context.Context, c *dtma.Container) {
 	// lock, so that a removed instance is never brought back.
 	fresh, ierr := a.rt.InspectContainer(ctx, c.ID)
 	if ierr != nil {
-		a.health.noteDocker(ierr)
 		return
 	}
 	if fresh.State == dtma.DockerRemoving || fresh.Labels[dtma.LabelHost] != a.hostID {
@@ -644,7 +634,6 @@ func (a *Agent) adoptLabelled(ctx context.Context, c *dtma.Container) {
 		// client died, possibly after the record was removed). It never
 		// ran; remove it rather than give it a record.
 		if err := a.rt.RemoveContainer(ctx, c.ID); err != nil {
-			a.health.noteDocker(err)
 			a.log.Warn("remove container of an interrupted deploy; will retry", "container", c.Name, "err", err)
 			return
 		}

@@ -183,14 +183,6 @@ func New(ctx context.Context, cfg Config, reg dtma.Registry, rt dtma.Runtime) (*
 	return a, nil
 }
 
-// dropInstance deletes inst's row (view.drop) and forgets its restart
-// history and recreate backoff.
-func (a *Agent) dropInstance(ctx context.Context, inst *dtma.Instance) {
-	a.view.drop(ctx, inst)
-	a.restarts.forget(inst.ID)
-	a.recreate.forget(inst.ID)
-}
-
 // requestRelist asks the reconciler for a full relist soon.
 func (a *Agent) requestRelist() {
 	select {

@@ -298,21 +298,6 @@ func (a *Agent) createContainer(ctx context.Context, inst *dtma.Instance) (strin
 	return "", dtma.Errorf(dtma.ECONFLICT, "container name %s is taken", inst.ContainerName)
 }
 
-// settle inspects inst's container and records the settled state:
-// operation cleared, status from Docker, last error cleared.
-func (a *Agent) settle(ctx context.Context, inst *dtma.Instance) {
-	if c, err := a.rt.InspectContainer(ctx, inst.ContainerID); err == nil {
-		inst.Observed = normObserved(c.Observed())
-		inst.ObservedAt = nowUTC()
-	} else if dtma.ErrorCode(err) == dtma.ENOTFOUND {
-		inst.Observed = dtma.Observed{DockerStatus: dtma.DockerMissing}
-	}
-	inst.PendingOp = dtma.OpNone
-	inst.LastError = ""
-	inst.Status = a.statusFor(inst)
-	a.view.writeOutcome(ctx, inst)
-}
-
 // undoDeploy removes what a failed deploy made: the container, then the
 // row. When Docker cannot tell whether a container exists (it went away),
 // the row stays, marked for removal, so that nothing can exist without a

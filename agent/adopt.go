@@ -124,12 +124,10 @@ func (a *Agent) AdoptContainer(ctx context.Context, req dtma.AdoptRequest) (*dtm
 	}
 	a.createMu.Lock()
 	defer a.createMu.Unlock()
-	if err := a.reg.CreateInstance(ctx, inst); err != nil {
-		a.health.noteRegistry(err)
+	inst.ObservedAt = nowUTC() // memory only: the registry does not keep it
+	if err := a.view.create(ctx, inst); err != nil {
 		return nil, fmt.Errorf("adopt %s: %w", req.Name, err)
 	}
-	inst.ObservedAt = nowUTC()
-	a.view.remember(inst)
 	a.log.Info("adopted legacy container", "instance", inst.Name, "container", c.Name, "id", c.ID)
 	return &dtma.AdoptResult{Action: "adopt", Instance: inst.Clone()}, nil
 }

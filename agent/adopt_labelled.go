@@ -66,14 +66,11 @@ func (a *Agent) adoptLabelled(ctx context.Context, c *dtma.Container) {
 	inst := instanceFromContainer(c, id, name)
 	inst.HostID = a.hostID
 	inst.Status = a.statusFor(inst)
-	err := a.reg.CreateInstance(ctx, inst)
-	a.health.noteRegistry(err)
-	if err != nil {
+	inst.ObservedAt = nowUTC() // memory only: the registry does not keep it
+	if err := a.view.create(ctx, inst); err != nil {
 		a.log.Error("adopt container", "container", c.Name, "instance", name, "err", err)
 		return
 	}
-	inst.ObservedAt = nowUTC()
-	a.view.remember(inst)
 	a.log.Info("adopted container", "instance", name, "container", c.Name, "id", c.ID)
 }
 

@@ -75,13 +75,10 @@ func (a *Agent) Deploy(ctx context.Context, req dtma.DeployRequest) (*dtma.Insta
 		Tracking:              dtma.TrackLabel,
 		Observed:              dtma.Observed{DockerStatus: dtma.DockerMissing},
 	}
-	err = a.reg.CreateInstance(ctx, inst)
-	a.health.noteRegistry(err)
-	if err != nil {
+	if err := a.view.create(ctx, inst); err != nil {
 		a.createMu.Unlock()
 		return nil, false, fmt.Errorf("record deploy of %s: %w", req.Name, err)
 	}
-	a.view.remember(inst)
 	a.createMu.Unlock()
 	a.log.Info("deploy", "instance", inst.Name, "container", inst.ContainerName, "image", inst.Spec.Image)
 	for _, m := range remaps {

@@ -153,8 +153,8 @@ func (v *view) remember(inst *dtma.Instance) {
 	v.mu.Unlock()
 }
 
-// create inserts inst into the registry (which sets its id-independent
-// fields: HostID, CreatedAt, UpdatedAt) and then into the view. The
+// create inserts inst into the registry (which sets HostID, CreatedAt and
+// UpdatedAt on it) and then into the view. The
 // registry's error (ECONFLICT, EUNAVAILABLE, ...) is returned and the view
 // is left unchanged.
 func (v *view) create(ctx context.Context, inst *dtma.Instance) error {

@@ -107,7 +107,7 @@ func TestDriftStoppedBehindBack(t *testing.T) {
 	if got.DesiredState != "running" || got.DTMAStatus != "stopped" || got.PendingOp != "" || got.ContainerID != inst.ContainerID {
 		t.Fatalf("after docker stop: %+v", got)
 	}
-	Eventually(t, 10*time.Second, "the stop written to the registry", func() bool {
+	Eventually(t, 30*time.Second, "the stop written to the registry", func() bool {
 		u, st, _ := rcRegistryRow(t, a, inst.ID)
 		return st == "exited" && u > u1
 	})

@@ -451,11 +451,11 @@ func HTTPGet(port int, path string) string {
 }
 
 // Serves reports whether http://127.0.0.1:port/path answers want within
-// 10 s. A failed request (a tool still starting, a connection reset by
+// 30 s (a cap for a loaded machine, not a performance bound). A failed request (a tool still starting, a connection reset by
 // Docker's proxy) is tried again; a tool that keeps answering anything
 // else fails the check.
 func Serves(port int, path, want string) bool {
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		if HTTPGet(port, path) == want {
 			return true
 		}

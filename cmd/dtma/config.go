@@ -62,68 +62,126 @@ type config struct {
 	NetworkSubnets   string
 }
 
-// setting describes one configuration item: its flag and the environment
-// variables that set it (first non-empty wins).
+// setting describes one configuration item: its flag, of its kind, and
+// the environment variables that set it when the flag is not given (the
+// first non-empty one wins). The variables are attached to the flag
+// (annotation envAnnotation) and listed in its help.
 type setting struct {
 	flag, def, usage string
 	env              []string
+	kind             settingKind
 }
 
+// settingKind is the type of a setting's flag: pflag parses and checks a
+// typed value, on the command line and from the environment alike.
+type settingKind int
+
+const (
+	kindString settingKind = iota
+	kindBool
+	kindDuration
+	kindInt
+)
+
+// envAnnotation is the flag annotation holding a setting's environment
+// variables.
+const envAnnotation = "dtma_env"
+
 var serveSettings = []setting{
-	{"listen", ":30000", "address to listen on", []string{"DTMA_LISTEN", "PORT"}},
-	{"data-dir", "/var/lib/dtma", "data directory (SQLite registry, host id)", []string{"DTMA_DATA_DIR"}},
-	{"host-id", "", "this agent's host id (default: generated once, stored in the data dir)", []string{"DTMA_HOST_ID"}},
-	{"token-file", "", "file holding accepted bearer tokens, one per line", []string{"DTMA_TOKEN_FILE"}},
-	{"public-status", "false", "serve GET /status without a token (legacy behaviour; true or false)", []string{"DTMA_PUBLIC_STATUS"}},
-	{"legacy-port-conflict", "remap", "POST /tools asking for a host port it cannot have (the agent's own, another instance's, one in use): remap (publish on a port from --port-range) or reject (409)", []string{"DTMA_LEGACY_PORT_CONFLICT"}},
-	{"port-range", "31000-31999", "host ports allocated for host_port 0", []string{"DTMA_PORT_RANGE"}},
-	{"docker-host", "", "Docker daemon address (default: DOCKER_HOST or the local socket)", []string{"DOCKER_HOST"}},
-	{"default-host-ip", "", "host address ports without host_ip are published on (default: all interfaces)", []string{"DTMA_DEFAULT_HOST_IP"}},
-	{"registry-url", "", "registry: postgres://... or sqlite:///path (default: SQLite in the data dir)", []string{"DTMA_REGISTRY_URL"}},
-	{"registry-max-conns", "8", "PostgreSQL pool size", []string{"DTMA_REGISTRY_MAX_CONNS"}},
-	{"registry-connect-timeout", "5s", "PostgreSQL connect timeout", []string{"DTMA_REGISTRY_CONNECT_TIMEOUT"}},
-	{"registry-statement-timeout", "5s", "PostgreSQL statement timeout", []string{"DTMA_REGISTRY_STATEMENT_TIMEOUT"}},
-	{"resync-interval", "30s", "relist this host's containers every", []string{"DTMA_RESYNC_INTERVAL"}},
-	{"stop-timeout", "10s", "graceful stop timeout", []string{"DTMA_STOP_TIMEOUT"}},
-	{"crashloop-restarts", "5", "restarts within the window that mark an instance crashloop", []string{"DTMA_CRASHLOOP_RESTARTS"}},
-	{"crashloop-window", "5m", "crash-loop window", []string{"DTMA_CRASHLOOP_WINDOW"}},
-	{"container-labels", "", "extra labels for every container, k=v,k=v", []string{"DTMA_CONTAINER_LABELS"}},
-	{"heartbeat-url", "", "backend base URL for the heartbeat (POST <url>/heartbeat); empty disables it", []string{"AGENTOPIA_API_BASE_URL"}},
-	{"heartbeat-interval", "60s", "heartbeat period", []string{"DTMA_HEARTBEAT_INTERVAL"}},
-	{"heartbeat-runtime-details", "false", "send runtime_details in heartbeats (only for a backend that still has that column; true or false)", []string{"DTMA_HEARTBEAT_RUNTIME_DETAILS"}},
-	{"registry-allow", "", "image registry hosts allowed although loopback/private: host, host:port, *.domain or CIDR, comma-separated", []string{"DTMA_REGISTRY_ALLOW"}},
-	{"registry-deny", "", "image registry hosts always refused (same patterns; wins over allow)", []string{"DTMA_REGISTRY_DENY"}},
-	{"adopt", "loopback", "who may call POST /v1/adopt (dtma migrate): loopback, off or any", []string{"DTMA_ADOPT"}},
-	{"default-memory", "512m", "memory limit of tool containers whose deploy sets none (0: no limit)", []string{"DTMA_DEFAULT_MEMORY"}},
-	{"default-pids", "256", "PIDs limit of tool containers whose deploy sets none (0: no limit)", []string{"DTMA_DEFAULT_PIDS"}},
-	{"default-cpus", "1", "CPU limit of tool containers whose deploy sets none (0: no limit)", []string{"DTMA_DEFAULT_CPUS"}},
-	{"max-memory", "4g", "most memory a v1 deploy may ask for (0: no ceiling)", []string{"DTMA_MAX_MEMORY"}},
-	{"max-pids", "4096", "most PIDs a v1 deploy may ask for (0: no ceiling)", []string{"DTMA_MAX_PIDS"}},
-	{"max-cpus", "", "most CPUs a v1 deploy may ask for (default: this machine's CPUs; 0: no ceiling)", []string{"DTMA_MAX_CPUS"}},
-	{"policy-file", "", "JSON policy granting images matching a pattern more capabilities or other limits", []string{"DTMA_POLICY_FILE"}},
-	{"network", "isolated", "isolated (DTMA-owned bridge networks, inter-container traffic off) or bridge (Docker's default bridge)", []string{"DTMA_NETWORK"}},
-	{"network-shard-size", "1000", "containers per isolated network before the next one is made (at most 1020)", []string{"DTMA_NETWORK_SHARD_SIZE"}},
-	{"network-subnets", "", "IPv4 pool the isolated networks' subnets are cut from, e.g. 10.213.0.0/16 (default: Docker's address pools)", []string{"DTMA_NETWORK_SUBNETS"}},
-	{"log-level", "info", "debug, info, warn or error", []string{"DTMA_LOG_LEVEL"}},
-	{"log-format", "json", "json or text", []string{"DTMA_LOG_FORMAT"}},
-	{"tls-cert-file", "", "serve HTTPS with this PEM certificate (with --tls-key-file; reloaded on SIGHUP)", []string{"DTMA_TLS_CERT_FILE"}},
-	{"tls-key-file", "", "PEM private key for --tls-cert-file", []string{"DTMA_TLS_KEY_FILE"}},
-	{"http-read-timeout", "30s", "time a client has to send one request's headers and body", []string{"DTMA_HTTP_READ_TIMEOUT"}},
-	{"max-connections", "1024", "HTTP connections served at once (more wait in the backlog)", []string{"DTMA_MAX_CONNECTIONS"}},
-	{"auth-failure-limit", "10", "failed authentications per source address and minute before 429 (0: no limit)", []string{"DTMA_AUTH_FAILURE_LIMIT"}},
+	{"listen", ":30000", "address to listen on", []string{"DTMA_LISTEN", "PORT"}, kindString},
+	{"data-dir", "/var/lib/dtma", "data directory (SQLite registry, host id)", []string{"DTMA_DATA_DIR"}, kindString},
+	{"host-id", "", "this agent's host id (default: generated once, stored in the data dir)", []string{"DTMA_HOST_ID"}, kindString},
+	{"token-file", "", "file holding accepted bearer tokens, one per line", []string{"DTMA_TOKEN_FILE"}, kindString},
+	{"public-status", "false", "serve GET /status without a token (legacy behaviour; true or false)", []string{"DTMA_PUBLIC_STATUS"}, kindBool},
+	{"legacy-port-conflict", "remap", "POST /tools asking for a host port it cannot have (the agent's own, another instance's, one in use): remap (publish on a port from --port-range) or reject (409)", []string{"DTMA_LEGACY_PORT_CONFLICT"}, kindString},
+	{"port-range", "31000-31999", "host ports allocated for host_port 0", []string{"DTMA_PORT_RANGE"}, kindString},
+	{"docker-host", "", "Docker daemon address (default: DOCKER_HOST or the local socket)", []string{"DOCKER_HOST"}, kindString},
+	{"default-host-ip", "", "host address ports without host_ip are published on (default: all interfaces)", []string{"DTMA_DEFAULT_HOST_IP"}, kindString},
+	{"registry-url", "", "registry: postgres://... or sqlite:///path (default: SQLite in the data dir)", []string{"DTMA_REGISTRY_URL"}, kindString},
+	{"registry-max-conns", "8", "PostgreSQL pool size", []string{"DTMA_REGISTRY_MAX_CONNS"}, kindInt},
+	{"registry-connect-timeout", "5s", "PostgreSQL connect timeout", []string{"DTMA_REGISTRY_CONNECT_TIMEOUT"}, kindDuration},
+	{"registry-statement-timeout", "5s", "PostgreSQL statement timeout", []string{"DTMA_REGISTRY_STATEMENT_TIMEOUT"}, kindDuration},
+	{"resync-interval", "30s", "relist this host's containers every", []string{"DTMA_RESYNC_INTERVAL"}, kindDuration},
+	{"stop-timeout", "10s", "graceful stop timeout", []string{"DTMA_STOP_TIMEOUT"}, kindDuration},
+	{"crashloop-restarts", "5", "restarts within the window that mark an instance crashloop", []string{"DTMA_CRASHLOOP_RESTARTS"}, kindInt},
+	{"crashloop-window", "5m", "crash-loop window", []string{"DTMA_CRASHLOOP_WINDOW"}, kindDuration},
+	{"container-labels", "", "extra labels for every container, k=v,k=v", []string{"DTMA_CONTAINER_LABELS"}, kindString},
+	{"heartbeat-url", "", "backend base URL for the heartbeat (POST <url>/heartbeat); empty disables it", []string{"AGENTOPIA_API_BASE_URL"}, kindString},
+	{"heartbeat-interval", "60s", "heartbeat period", []string{"DTMA_HEARTBEAT_INTERVAL"}, kindDuration},
+	{"heartbeat-runtime-details", "false", "send runtime_details in heartbeats (only for a backend that still has that column; true or false)", []string{"DTMA_HEARTBEAT_RUNTIME_DETAILS"}, kindBool},
+	{"registry-allow", "", "image registry hosts allowed although loopback/private: host, host:port, *.domain or CIDR, comma-separated", []string{"DTMA_REGISTRY_ALLOW"}, kindString},
+	{"registry-deny", "", "image registry hosts always refused (same patterns; wins over allow)", []string{"DTMA_REGISTRY_DENY"}, kindString},
+	{"adopt", "loopback", "who may call POST /v1/adopt (dtma migrate): loopback, off or any", []string{"DTMA_ADOPT"}, kindString},
+	{"default-memory", "512m", "memory limit of tool containers whose deploy sets none (0: no limit)", []string{"DTMA_DEFAULT_MEMORY"}, kindString},
+	{"default-pids", "256", "PIDs limit of tool containers whose deploy sets none (0: no limit)", []string{"DTMA_DEFAULT_PIDS"}, kindString},
+	{"default-cpus", "1", "CPU limit of tool containers whose deploy sets none (0: no limit)", []string{"DTMA_DEFAULT_CPUS"}, kindString},
+	{"max-memory", "4g", "most memory a v1 deploy may ask for (0: no ceiling)", []string{"DTMA_MAX_MEMORY"}, kindString},
+	{"max-pids", "4096", "most PIDs a v1 deploy may ask for (0: no ceiling)", []string{"DTMA_MAX_PIDS"}, kindString},
+	{"max-cpus", "", "most CPUs a v1 deploy may ask for (default: this machine's CPUs; 0: no ceiling)", []string{"DTMA_MAX_CPUS"}, kindString},
+	{"policy-file", "", "JSON policy granting images matching a pattern more capabilities or other limits", []string{"DTMA_POLICY_FILE"}, kindString},
+	{"network", "isolated", "isolated (DTMA-owned bridge networks, inter-container traffic off) or bridge (Docker's default bridge)", []string{"DTMA_NETWORK"}, kindString},
+	{"network-shard-size", "1000", "containers per isolated network before the next one is made (at most 1020)", []string{"DTMA_NETWORK_SHARD_SIZE"}, kindInt},
+	{"network-subnets", "", "IPv4 pool the isolated networks' subnets are cut from, e.g. 10.213.0.0/16 (default: Docker's address pools)", []string{"DTMA_NETWORK_SUBNETS"}, kindString},
+	{"log-level", "info", "debug, info, warn or error", []string{"DTMA_LOG_LEVEL"}, kindString},
+	{"log-format", "json", "json or text", []string{"DTMA_LOG_FORMAT"}, kindString},
+	{"tls-cert-file", "", "serve HTTPS with this PEM certificate (with --tls-key-file; reloaded on SIGHUP)", []string{"DTMA_TLS_CERT_FILE"}, kindString},
+	{"tls-key-file", "", "PEM private key for --tls-cert-file", []string{"DTMA_TLS_KEY_FILE"}, kindString},
+	{"http-read-timeout", "30s", "time a client has to send one request's headers and body", []string{"DTMA_HTTP_READ_TIMEOUT"}, kindDuration},
+	{"max-connections", "1024", "HTTP connections served at once (more wait in the backlog)", []string{"DTMA_MAX_CONNECTIONS"}, kindInt},
+	{"auth-failure-limit", "10", "failed authentications per source address and minute before 429 (0: no limit)", []string{"DTMA_AUTH_FAILURE_LIMIT"}, kindInt},
 }
 
 // registrySettings are the subset the registry commands use.
 var registrySettings = []string{"data-dir", "host-id", "registry-url", "registry-max-conns", "registry-connect-timeout", "registry-statement-timeout", "log-level", "log-format"}
 
+// addSettings registers the named settings (all when none are named) as
+// typed flags with their environment variables attached.
 func addSettings(fs *pflag.FlagSet, names ...string) {
 	for _, st := range serveSettings {
 		if len(names) > 0 && !contains(names, st.flag) {
 			continue
 		}
 		usage := st.usage + " (env " + strings.Join(st.env, ", ") + ")"
-		fs.String(st.flag, st.def, usage)
+		switch st.kind {
+		case kindBool:
+			b, _ := strconv.ParseBool(st.def)
+			fs.Bool(st.flag, b, usage)
+		case kindDuration:
+			d, _ := time.ParseDuration(st.def)
+			fs.Duration(st.flag, d, usage)
+		case kindInt:
+			n, _ := strconv.Atoi(st.def)
+			fs.Int(st.flag, n, usage)
+		default:
+			fs.String(st.flag, st.def, usage)
+		}
+		_ = fs.SetAnnotation(st.flag, envAnnotation, st.env)
 	}
+}
+
+// applyEnv sets every setting flag not given on the command line from the
+// first non-empty environment variable attached to it. The flag's own type
+// parses the value; a value it cannot parse is reported through bad,
+// naming the variable, and the flag keeps its default.
+func applyEnv(cmd *cobra.Command, s *streams, bad func(name, why string)) {
+	cmd.Flags().VisitAll(func(f *pflag.Flag) {
+		if f.Changed {
+			return
+		}
+		for _, e := range f.Annotations[envAnnotation] {
+			v := s.getenv(e)
+			if v == "" {
+				continue
+			}
+			if e == "PORT" {
+				v = ":" + v
+			}
+			if err := f.Value.Set(strings.TrimSpace(v)); err != nil {
+				bad(f.Name, fmt.Sprintf("invalid %s value %q: %v", f.Value.Type(), v, err))
+			}
+			return
+		}
+	})
 }
 
 func contains(list []string, s string) bool {
@@ -135,28 +193,10 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// value returns the flag's value if set on the command line, else the
-// first non-empty environment variable, else the default.
+// value returns the setting's value: the flag's, which applyEnv has
+// filled from the environment when the command line did not set it.
 func value(cmd *cobra.Command, s *streams, name string) string {
-	f := cmd.Flags().Lookup(name)
-	if f != nil && f.Changed {
-		return f.Value.String()
-	}
-	for _, st := range serveSettings {
-		if st.flag != name {
-			continue
-		}
-		for _, e := range st.env {
-			if v := s.getenv(e); v != "" {
-				if e == "PORT" {
-					return ":" + v
-				}
-				return v
-			}
-		}
-		return st.def
-	}
-	if f != nil {
+	if f := cmd.Flags().Lookup(name); f != nil {
 		return f.Value.String()
 	}
 	return ""
@@ -194,22 +234,17 @@ func loadConfig(cmd *cobra.Command, s *streams) (*config, error) {
 		errs = append(errs, msg)
 	}
 	has := func(name string) bool { return cmd.Flags().Lookup(name) != nil }
+	applyEnv(cmd, s, bad)
 	boolean := func(name string) bool {
-		if !has(name) {
-			return false
-		}
-		b, err := strconv.ParseBool(strings.TrimSpace(value(cmd, s, name)))
-		if err != nil {
-			bad(name, "must be true or false")
-		}
+		b, _ := cmd.Flags().GetBool(name)
 		return b
 	}
 	dur := func(name string) time.Duration {
 		if !has(name) {
 			return 0
 		}
-		d, err := time.ParseDuration(value(cmd, s, name))
-		if err != nil || d <= 0 {
+		d, _ := cmd.Flags().GetDuration(name)
+		if d <= 0 {
 			bad(name, "must be a positive duration like 30s")
 		}
 		return d
@@ -218,8 +253,8 @@ func loadConfig(cmd *cobra.Command, s *streams) (*config, error) {
 		if !has(name) {
 			return 0
 		}
-		n, err := strconv.Atoi(value(cmd, s, name))
-		if err != nil || n <= 0 {
+		n, _ := cmd.Flags().GetInt(name)
+		if n <= 0 {
 			bad(name, "must be a positive whole number")
 		}
 		return n
@@ -320,8 +355,8 @@ func loadHTTPHardening(cmd *cobra.Command, s *streams, c *config, bad func(name,
 	}
 	c.HTTPReadTimeout = dur("http-read-timeout")
 	c.MaxConnections = num("max-connections")
-	n, err := strconv.Atoi(value(cmd, s, "auth-failure-limit"))
-	if err != nil || n < 0 {
+	n, _ := cmd.Flags().GetInt("auth-failure-limit")
+	if n < 0 {
 		bad("auth-failure-limit", "must be a whole number (0 turns the limit off)")
 	}
 	c.AuthFailureLimit = n

@@ -36,7 +36,7 @@ func serveConfig(t *testing.T, env map[string]string, args ...string) (*config, 
 	s := &streams{out: &bytes.Buffer{}, err: &bytes.Buffer{}, getenv: func(k string) string { return env[k] }}
 	cmd := newServeCommand(s)
 	if err := cmd.ParseFlags(args); err != nil {
-		t.Fatalf("parse flags %v: %v", args, err)
+		return nil, err // pflag's own error for a typed flag: it names the flag
 	}
 	return loadConfig(cmd, s)
 }
@@ -166,7 +166,7 @@ func TestConfigBadValuesNameTheFlag(t *testing.T) {
 		{"--log-format", nil, []string{"--log-format", "xml"}},
 		{"--token-file", nil, []string{"--token-file", filepath.Join(t.TempDir(), "missing")}},
 		{"--public-status", map[string]string{"DTMA_PUBLIC_STATUS": "yes"}, nil},
-		{"--public-status", nil, []string{"--public-status", "on"}},
+		{"--public-status", nil, []string{"--public-status=on"}},
 		{"--heartbeat-runtime-details", map[string]string{"DTMA_HEARTBEAT_RUNTIME_DETAILS": "y"}, nil},
 		{"--legacy-port-conflict", map[string]string{"DTMA_LEGACY_PORT_CONFLICT": "ignore"}, nil},
 		{"--registry-allow", map[string]string{"DTMA_REGISTRY_ALLOW": "http://127.0.0.1:5000"}, nil},
@@ -193,7 +193,7 @@ func TestConfigBadValuesNameTheFlag(t *testing.T) {
 			t.Errorf("env %v args %v: no error, want one naming %s", tc.env, tc.args, tc.flag)
 			continue
 		}
-		if !strings.Contains(err.Error(), tc.flag+":") {
+		if !strings.Contains(err.Error(), tc.flag+":") && !strings.Contains(err.Error(), `"`+tc.flag+`" flag`) {
 			t.Errorf("env %v args %v: error %q does not name %s", tc.env, tc.args, err, tc.flag)
 		}
 		for k := range tc.env {
@@ -403,5 +403,38 @@ func TestResolveHostID(t *testing.T) {
 		if _, err := resolveHostID(&config{DataDir: dir, HostID: bad}); err == nil || !strings.Contains(err.Error(), "--host-id") {
 			t.Errorf("host id %q: err = %v, want one naming --host-id", bad, err)
 		}
+	}
+}
+
+// TestSettingsAreTypedFlags: every setting is a flag of its type with its
+// environment variables attached and listed in `dtma serve --help`; a
+// typed value from the environment is parsed by the flag's own type and
+// the error names the variable.
+func TestSettingsAreTypedFlags(t *testing.T) {
+	s := &streams{out: &bytes.Buffer{}, err: &bytes.Buffer{}, getenv: func(string) string { return "" }}
+	cmd := newServeCommand(s)
+	help := cmd.Flags().FlagUsages()
+	for _, st := range serveSettings {
+		f := cmd.Flags().Lookup(st.flag)
+		if f == nil {
+			t.Errorf("setting %s has no flag", st.flag)
+			continue
+		}
+		want := map[settingKind]string{kindString: "string", kindBool: "bool", kindDuration: "duration", kindInt: "int"}[st.kind]
+		if f.Value.Type() != want {
+			t.Errorf("--%s is a %s flag, want %s", st.flag, f.Value.Type(), want)
+		}
+		if got := f.Annotations[envAnnotation]; !slices.Equal(got, st.env) {
+			t.Errorf("--%s carries env %v, want %v", st.flag, got, st.env)
+		}
+		for _, e := range st.env {
+			if !strings.Contains(help, e) {
+				t.Errorf("serve --help does not list %s", e)
+			}
+		}
+	}
+	_, err := serveConfig(t, map[string]string{"DTMA_STOP_TIMEOUT": "10 seconds"})
+	if err == nil || !strings.Contains(err.Error(), "DTMA_STOP_TIMEOUT") || !strings.Contains(err.Error(), "invalid duration") {
+		t.Errorf("DTMA_STOP_TIMEOUT=10 seconds: %v, want the duration parser's error naming the variable", err)
 	}
 }

@@ -69,7 +69,7 @@ func (c *Client) Instance(ctx context.Context, ref string) (Instance, error) {
 
 // Start starts an instance; Changed is false when it was running already.
 func (c *Client) Start(ctx context.Context, ref string) (ActionResult, error) {
-	return c.action(ctx, ref, "start", "")
+	return c.action(ctx, ref, dtma.OpStart, "")
 }
 
 // Stop stops an instance, waiting timeout for a graceful exit (a negative
@@ -79,17 +79,17 @@ func (c *Client) Stop(ctx context.Context, ref string, timeout time.Duration) (A
 	if timeout >= 0 {
 		q = "?timeout=" + strconv.Itoa(int(timeout/time.Second))
 	}
-	return c.action(ctx, ref, "stop", q)
+	return c.action(ctx, ref, dtma.OpStop, q)
 }
 
 // Restart restarts an instance.
 func (c *Client) Restart(ctx context.Context, ref string) (ActionResult, error) {
-	return c.action(ctx, ref, "restart", "")
+	return c.action(ctx, ref, dtma.OpRestart, "")
 }
 
-func (c *Client) action(ctx context.Context, ref, action, query string) (ActionResult, error) {
+func (c *Client) action(ctx context.Context, ref string, action dtma.Op, query string) (ActionResult, error) {
 	var res ActionResult
-	_, err := c.call(ctx, "POST", "/v1/instances/"+url.PathEscape(ref)+"/"+action+query, nil, &res)
+	_, err := c.call(ctx, "POST", "/v1/instances/"+url.PathEscape(ref)+"/"+string(action)+query, nil, &res)
 	return res, err
 }
 

@@ -90,12 +90,12 @@ func (s *Server) handleV1Get(w http.ResponseWriter, r *http.Request) {
 
 // doAction runs start, stop or restart and says whether it changed
 // anything.
-func (s *Server) doAction(r *http.Request, action string) (*dtma.Instance, bool, error) {
+func (s *Server) doAction(r *http.Request, action dtma.Op) (*dtma.Instance, bool, error) {
 	ref := r.PathValue("ref")
 	switch action {
-	case "start":
+	case dtma.OpStart:
 		return s.Service.StartInstance(r.Context(), ref)
-	case "stop":
+	case dtma.OpStop:
 		var timeout time.Duration
 		if v := r.URL.Query().Get("timeout"); v != "" {
 			n, err := strconv.Atoi(v)
@@ -105,27 +105,27 @@ func (s *Server) doAction(r *http.Request, action string) (*dtma.Instance, bool,
 			timeout = time.Duration(n) * time.Second
 		}
 		return s.Service.StopInstance(r.Context(), ref, timeout)
-	default:
+	default: // dtma.OpRestart
 		inst, err := s.Service.RestartInstance(r.Context(), ref)
 		return inst, true, err
 	}
 }
 
-func actionMessage(action string, inst *dtma.Instance, changed bool) string {
+func actionMessage(action dtma.Op, inst *dtma.Instance, changed bool) string {
 	switch {
-	case action == "start" && !changed:
+	case action == dtma.OpStart && !changed:
 		return "instance " + inst.Name + " is already running"
-	case action == "start":
+	case action == dtma.OpStart:
 		return "instance " + inst.Name + " started"
-	case action == "stop" && !changed:
+	case action == dtma.OpStop && !changed:
 		return "instance " + inst.Name + " is already stopped"
-	case action == "stop":
+	case action == dtma.OpStop:
 		return "instance " + inst.Name + " stopped"
 	}
 	return "instance " + inst.Name + " restarted"
 }
 
-func (s *Server) handleV1Action(action string) http.HandlerFunc {
+func (s *Server) handleV1Action(action dtma.Op) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		inst, changed, err := s.doAction(r, action)
 		if err != nil {

@@ -266,15 +266,6 @@ func migrations() ([]migration, error) {
 	return ms, nil
 }
 
-// SchemaVersion returns the newest schema version this binary knows.
-func SchemaVersion() int {
-	ms, err := migrations()
-	if err != nil || len(ms) == 0 {
-		return 0
-	}
-	return ms[len(ms)-1].version
-}
-
 // migrate applies the pending migrations in one IMMEDIATE transaction, so
 // concurrent openers of one file apply each migration once.
 func (r *Registry) migrate(ctx context.Context) error {

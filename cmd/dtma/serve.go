@@ -80,6 +80,7 @@ func serve(ctx context.Context, c *config, s *streams) error {
 
 	rt, err := docker.New(docker.Options{
 		Host:             c.DockerHost,
+		HostID:           hostID,
 		DefaultHostIP:    c.DefaultHostIP,
 		ExtraLabels:      c.ContainerLabels,
 		Network:          c.Network,
@@ -92,7 +93,6 @@ func serve(ctx context.Context, c *config, s *streams) error {
 	defer rt.Close()
 
 	ag, err := agent.New(ctx, agent.Config{
-		HostID:            hostID,
 		Version:           version,
 		ListenPort:        listenPort,
 		PortRangeStart:    c.PortRangeStart,

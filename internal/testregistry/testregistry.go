@@ -65,14 +65,6 @@ type Registry struct {
 	stopOnce    sync.Once
 }
 
-// Start serves localImage (a reference or ID the daemon knows) as
-// repo:tag on a new registry and returns the reference to pull,
-// "127.0.0.1:<port>/<repo>:<tag>". See New.
-func Start(tb testing.TB, c *client.Client, localImage, repo, tag string) (ref string) {
-	tb.Helper()
-	return New(tb, c, localImage, repo, tag).Ref()
-}
-
 // New exports localImage from the daemon (docker save), builds a schema2
 // manifest for it and serves it as repo:tag on 127.0.0.1:<random port>. It
 // fails the test when the image cannot be exported or read. When the test

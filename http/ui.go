@@ -380,10 +380,10 @@ type uiActionResult struct {
 // handleAction runs start, stop, restart or remove; EINVALID naming
 // "action" for anything else.
 func (d *dashboard) handleAction(w http.ResponseWriter, r *http.Request, _ uiSession) {
-	action := r.PathValue("action")
+	action := dtma.Op(r.PathValue("action"))
 	ref := r.PathValue("ref")
 	switch action {
-	case "start", "stop", "restart":
+	case dtma.OpStart, dtma.OpStop, dtma.OpRestart:
 		inst, changed, err := d.s.doAction(r, action)
 		if err != nil {
 			uiError(w, err)
@@ -391,7 +391,7 @@ func (d *dashboard) handleAction(w http.ResponseWriter, r *http.Request, _ uiSes
 		}
 		wire := NewInstance(inst)
 		writeJSON(w, http.StatusOK, uiActionResult{Changed: changed, Message: actionMessage(action, inst, changed), Instance: &wire})
-	case "remove":
+	case dtma.OpRemove:
 		inst, err := d.s.Service.FindInstance(r.Context(), ref)
 		if err != nil {
 			uiError(w, err)

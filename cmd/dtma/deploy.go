@@ -26,8 +26,10 @@ type deployOptions struct {
 
 func newDeployCommand(s *streams) *cobra.Command {
 	var (
-		o                     deployOptions
-		envs, envFiles, ports []string
+		o                           deployOptions
+		envs, envFiles, ports       []string
+		regUser                     string
+		regPassStdin, regTokenStdin bool
 	)
 	cmd := &cobra.Command{
 		Use:   "deploy IMAGE --name NAME",
@@ -49,6 +51,9 @@ to the agent only; they are never printed.`,
 			if o.req.Name == "" {
 				return usageError(fmt.Errorf("--name: required"))
 			}
+			if o.req.RegistryAuth, err = registryAuth(cmd, s, regUser, regPassStdin, regTokenStdin); err != nil {
+				return usageError(err)
+			}
 			if o.client, err = newAPIClient(cmd, s); err != nil {
 				return err
 			}
@@ -63,16 +68,22 @@ to the agent only; they are never printed.`,
 	f.StringArrayVar(&envFiles, "env-file", nil, "read K=V lines from a file (# comments and blank lines skipped); repeatable")
 	f.StringArrayVarP(&ports, "publish", "p", nil, "publish a port: [IP:]HOST:CONTAINER[/tcp|udp], or CONTAINER for a port from the agent's range; repeatable")
 	f.StringVar(&o.req.PullPolicy, "pull", "", "pull the image: always, missing (default) or never")
+	f.StringVar(&regUser, "registry-user", "", "username for a private registry (password from DTMA_REGISTRY_PASSWORD or --registry-password-stdin)")
+	f.BoolVar(&regPassStdin, "registry-password-stdin", false, "read the registry password (or access token) from stdin")
+	f.BoolVar(&regTokenStdin, "registry-identity-token-stdin", false, "read a registry identity token from stdin")
 	addClientFlags(cmd)
 	addOutputFlags(cmd, &o.output)
 	return cmd
 }
 
-// runDeploy sends the deploy and prints the instance the agent answered
-// (a table row, JSON, a template or only the name); stderr says whether it
-// was created or existed. Errors are the agent's (*dtmahttp.APIError).
+// runDeploy sends the deploy, shows the agent's pull progress on stderr
+// (bars on a terminal, plain lines otherwise), and prints the instance the
+// agent answered (a table row, JSON, a template or only the name); stderr
+// says whether it was created or existed. Errors are the agent's
+// (*dtmahttp.APIError).
 func runDeploy(ctx context.Context, o deployOptions) error {
-	inst, created, err := o.client.Deploy(ctx, o.req)
+	pp := newProgressPrinter(o.errw)
+	inst, created, err := o.client.DeployProgress(ctx, o.req, pp.show)
 	if err != nil {
 		return err
 	}
@@ -174,4 +185,41 @@ func parsePorts(flags []string) ([]dtma.Port, error) {
 		ports = append(ports, dtma.Port{ContainerPort: cp, Protocol: proto, HostPort: hp, HostIP: ip})
 	}
 	return ports, nil
+}
+
+// registryAuth builds the deploy's registry credential from the flags: the
+// secret comes from stdin or DTMA_REGISTRY_PASSWORD, never from the
+// command line (it would show in ps and shell history). nil without
+// --registry-user and identity token.
+func registryAuth(cmd *cobra.Command, s *streams, user string, passStdin, tokenStdin bool) (*dtmahttp.RegistryAuth, error) {
+	if passStdin && tokenStdin {
+		return nil, fmt.Errorf("--registry-password-stdin and --registry-identity-token-stdin exclude each other")
+	}
+	var secret string
+	if passStdin || tokenStdin {
+		b, err := io.ReadAll(io.LimitReader(cmd.InOrStdin(), 64<<10))
+		if err != nil {
+			return nil, fmt.Errorf("read the registry secret from stdin: %w", err)
+		}
+		secret = strings.TrimRight(string(b), "\r\n")
+		if secret == "" {
+			return nil, fmt.Errorf("stdin holds no registry secret")
+		}
+	}
+	if tokenStdin {
+		return &dtmahttp.RegistryAuth{Username: user, IdentityToken: secret}, nil
+	}
+	if user == "" {
+		if passStdin {
+			return nil, fmt.Errorf("--registry-password-stdin: --registry-user is required")
+		}
+		return nil, nil
+	}
+	if !passStdin {
+		secret = s.getenv("DTMA_REGISTRY_PASSWORD")
+	}
+	if secret == "" {
+		return nil, fmt.Errorf("--registry-user: give the password with --registry-password-stdin or DTMA_REGISTRY_PASSWORD")
+	}
+	return &dtmahttp.RegistryAuth{Username: user, Password: secret}, nil
 }

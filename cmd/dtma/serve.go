@@ -87,6 +87,7 @@ func serve(ctx context.Context, c *config, s *streams) error {
 
 	rt, err := docker.New(docker.Options{
 		Host:             c.DockerHost,
+		DockerConfig:     c.DockerConfig,
 		DefaultHostIP:    c.DefaultHostIP,
 		ExtraLabels:      c.ContainerLabels,
 		Network:          c.Network,

@@ -54,6 +54,11 @@ type Options struct {
 	// subnets are cut from (each sized for a shard: a /22 for 1000); unset,
 	// Docker's default address pools are used.
 	NetworkSubnets string
+
+	// DockerConfig is the path of a Docker CLI config.json whose
+	// credentials (auths entries, credHelpers, credsStore) are used for
+	// pulls that carry no credential of their own; "" means none.
+	DockerConfig string
 }
 
 // Runtime is a dtma.Runtime backed by a Docker daemon. It is safe for
@@ -69,6 +74,8 @@ type Runtime struct {
 	subnets    netip.Prefix // zero: Docker's pools
 	subnetBits int
 	nets       networks
+
+	dockerConfig string // Options.DockerConfig
 }
 
 var _ dtma.Runtime = (*Runtime)(nil)
@@ -92,7 +99,7 @@ type statusKey struct{}
 // contact the daemon; call Ping for that. EINVALID for a malformed Host or
 // DefaultHostIP.
 func New(opts Options) (*Runtime, error) {
-	r := &Runtime{hostID: opts.HostID, extraLabels: make(map[string]string, len(opts.ExtraLabels))}
+	r := &Runtime{hostID: opts.HostID, extraLabels: make(map[string]string, len(opts.ExtraLabels)), dockerConfig: opts.DockerConfig}
 	for k, v := range opts.ExtraLabels {
 		r.extraLabels[k] = v
 	}

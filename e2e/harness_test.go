@@ -75,6 +75,7 @@ type AgentOptions struct {
 	RegistryURL string   // default: SQLite in DataDir
 	DockerHost  string   // default: the machine's daemon
 	Env         []string // extra KEY=VALUE, applied last
+	Bin         string   // the dtma binary; default: the one TestMain built
 }
 
 // Agent is a running dtma serve process.
@@ -245,7 +246,11 @@ func (a *Agent) startOnce() error {
 	a.t.Helper()
 	a.URL = "http://127.0.0.1:" + strconv.Itoa(a.Port)
 	logFrom := len(a.Logs())
-	cmd := exec.Command(binPath, "serve")
+	bin := binPath
+	if a.Opts.Bin != "" {
+		bin = a.Opts.Bin
+	}
+	cmd := exec.Command(bin, "serve")
 	cmd.Env = a.Env()
 	cmd.Stdout, cmd.Stderr = logWriter{a}, logWriter{a}
 	if err := cmd.Start(); err != nil {

@@ -44,12 +44,35 @@ func (s *Server) handleV1Deploy(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	inst, created, err := s.Service.Deploy(r.Context(), dtma.DeployRequest{
+	var pull dtma.PullOptions
+	if a := body.RegistryAuth; a != nil {
+		pull.Auth = &dtma.RegistryAuth{Username: a.Username, Password: a.Password, IdentityToken: a.IdentityToken}
+		if err := pull.Auth.Validate(); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+	}
+	stream := newDeployStream(w, r)
+	if stream != nil {
+		pull.Progress = stream.progress
+	}
+	ctx := r.Context()
+	if pull.Auth != nil || pull.Progress != nil {
+		ctx = dtma.WithPullOptions(ctx, pull)
+	}
+	inst, created, err := s.Service.Deploy(ctx, dtma.DeployRequest{
 		Name:                  body.Name,
 		AccountToolInstanceID: body.AccountToolInstanceID,
 		Spec:                  dtma.Spec{Image: body.Image, Env: body.Env, Ports: body.Ports, Limits: limits},
 		PullPolicy:            dtma.PullPolicy(body.PullPolicy),
 	})
+	if stream != nil && stream.started {
+		if dtma.ErrorCode(err) == dtma.EINTERNAL && err != nil {
+			s.Logger.Error("internal error", "method", "POST", "path", "/v1/instances", "err", err)
+		}
+		stream.finish(inst, created, err)
+		return
+	}
 	if err != nil {
 		s.writeError(w, r, err)
 		return

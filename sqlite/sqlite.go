@@ -293,7 +293,8 @@ func (r *Registry) migrate(ctx context.Context) error {
 	if current > known {
 		return &dtma.Error{
 			Code: dtma.EUNAVAILABLE,
-			Message: fmt.Sprintf("registry database %s has schema version %d, newer than this dtma knows (%d): upgrade dtma",
+			Message: fmt.Sprintf("registry database %s has schema version %d, newer than this dtma knows (%d): "+
+				"a newer dtma wrote it; run that version, or roll back: stop the agent, `dtma restore` the backup taken before the upgrade, then start this version",
 				r.path, current, known),
 		}
 	}

@@ -72,6 +72,13 @@ func serve(ctx context.Context, c *config, s *streams) error {
 		listenPort = l.Addr().(*net.TCPAddr).Port
 	}
 
+	// The shared lock tells `dtma restore` that this registry is served.
+	lock, err := lockFile(serveLockPath(c, hostID), false)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+
 	reg, where, err := openRegistry(ctx, c, hostID, log, true)
 	if err != nil {
 		return err
@@ -81,6 +88,7 @@ func serve(ctx context.Context, c *config, s *streams) error {
 	rt, err := docker.New(docker.Options{
 		Host:             c.DockerHost,
 		HostID:           hostID,
+		DockerConfig:     c.DockerConfig,
 		DefaultHostIP:    c.DefaultHostIP,
 		ExtraLabels:      c.ContainerLabels,
 		Network:          c.Network,

@@ -30,3 +30,11 @@ func BuildImage(ctx context.Context, c *client.Client, buildContext []byte, tag 
 	}
 	return nil
 }
+
+// BuildEchoImage is EchoImage for programs that are not tests (the bench
+// command): it builds the echo binary and its FROM scratch image when no
+// image with that tag exists and returns the tag, or the error of the
+// build.
+func BuildEchoImage(ctx context.Context, c *client.Client) (string, error) {
+	return buildEchoImage(ctx, c)
+}

@@ -1,0 +1,466 @@
+package main
+
+// The measurements of one N, and the raw Engine API they are compared with.
+
+import (
+	"context"
+
+	"fmt"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/agentopia/dtma/internal/dockertest"
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/network"
+	"github.com/moby/moby/client"
+)
+
+// bench holds what every N shares: the Docker client, the agent binary,
+// the image and the run id.
+type bench struct {
+	docker *client.Client
+	dir    string // temp dir: binary, data dirs, logs
+	bin    string
+	image  string
+	runID  string
+	commit string
+	runs   int // agents started, for distinct host ids
+}
+
+// newBench builds the agent binary and the echo image.
+func newBench(ctx context.Context) (*bench, error) {
+	c, err := client.New(client.FromEnv)
+	if err != nil {
+		return nil, fmt.Errorf("docker client: %w", err)
+	}
+	if _, err := c.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
+		return nil, fmt.Errorf("ping docker: %w", err)
+	}
+	dir, err := os.MkdirTemp("", "dtma-bench-")
+	if err != nil {
+		return nil, err
+	}
+	b := &bench{docker: c, dir: dir, bin: filepath.Join(dir, "dtma"), runID: newRunID()}
+	build := exec.CommandContext(ctx, "go", "build", "-o", b.bin, "./cmd/dtma")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("build agent: %w\n%s", err, out)
+	}
+	if b.image, err = dockertest.BuildEchoImage(ctx, c); err != nil {
+		return nil, err
+	}
+	if out, err := exec.CommandContext(ctx, "git", "rev-parse", "--short", "HEAD").Output(); err == nil {
+		b.commit = strings.TrimSpace(string(out))
+	}
+	fmt.Fprintf(os.Stderr, "bench: run %s, image %s, work dir %s\n", b.runID, b.image, dir)
+	return b, nil
+}
+
+// header is the text above the table: machine, date, commit.
+func (b *bench) header() string {
+	cpu := ""
+	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(data), "\n") {
+			if strings.HasPrefix(l, "model name") {
+				cpu = strings.TrimSpace(strings.SplitN(l, ":", 2)[1])
+				break
+			}
+		}
+	}
+	ver := ""
+	if v, err := b.docker.ServerVersion(context.Background(), client.ServerVersionOptions{}); err == nil {
+		ver = "Docker Engine " + v.Version + " (API " + v.APIVersion + ")"
+	}
+	return fmt.Sprintf("`go run ./bench` on %d cores (%s), %s, %s, %s, commit %s.\n\n",
+		runtime.NumCPU(), cpu, ver, runtime.Version(), time.Now().UTC().Format("2006-01-02 15:04 MST"), b.commit)
+}
+
+// labelFilter selects what this run made.
+func (b *bench) labelFilter() client.Filters {
+	return make(client.Filters).Add("label", BenchLabel+"="+b.runID)
+}
+
+// cleanup removes every container and network labelled with this run's
+// bench label, and nothing else.
+func (b *bench) cleanup() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	list, err := b.docker.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: b.labelFilter()})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench: cleanup: list: %v\n", err)
+		return
+	}
+	parallel(len(list.Items), 8, func(i int) error {
+		id := list.Items[i].ID
+		if list.Items[i].Labels[BenchLabel] != b.runID {
+			return nil
+		}
+		_, err := b.docker.ContainerRemove(ctx, id, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
+		if err != nil && !cerrdefs.IsNotFound(err) {
+			fmt.Fprintf(os.Stderr, "bench: cleanup: remove %s: %v\n", id, err)
+		}
+		return nil
+	})
+	nets, err := b.docker.NetworkList(ctx, client.NetworkListOptions{Filters: b.labelFilter()})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench: cleanup: list networks: %v\n", err)
+		return
+	}
+	for _, n := range nets.Items {
+		if n.Labels[BenchLabel] != b.runID {
+			continue
+		}
+		if _, err := b.docker.NetworkRemove(ctx, n.ID, client.NetworkRemoveOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
+			fmt.Fprintf(os.Stderr, "bench: cleanup: remove network %s: %v\n", n.Name, err)
+		}
+	}
+}
+
+// rawRun creates and starts one container the way the agent does (echo
+// image, port 8080 published on 127.0.0.1, bench label), through the
+// Engine API directly.
+func (b *bench) rawRun(ctx context.Context, name string) error {
+	port, _ := network.PortFrom(8080, network.TCP)
+	res, err := b.docker.ContainerCreate(ctx, client.ContainerCreateOptions{
+		Name: name,
+		Config: &container.Config{
+			Image:        b.image,
+			Labels:       map[string]string{BenchLabel: b.runID},
+			ExposedPorts: network.PortSet{port: {}},
+		},
+		HostConfig: &container.HostConfig{
+			PortBindings: network.PortMap{port: {{HostIP: netip.MustParseAddr("127.0.0.1")}}},
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("raw create: %w", err)
+	}
+	if _, err := b.docker.ContainerStart(ctx, res.ID, client.ContainerStartOptions{}); err != nil {
+		return fmt.Errorf("raw start: %w", err)
+	}
+	return nil
+}
+
+// rawRemove removes the raw containers whose names start with prefix.
+func (b *bench) rawRemove(ctx context.Context, prefix string) {
+	list, err := b.docker.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: b.labelFilter().Add("name", prefix)})
+	if err != nil {
+		return
+	}
+	parallel(len(list.Items), 8, func(i int) error {
+		_, _ = b.docker.ContainerRemove(ctx, list.Items[i].ID, client.ContainerRemoveOptions{Force: true})
+		return nil
+	})
+}
+
+// result is what one N measured.
+type result struct {
+	n                       int
+	seqAgent, seqRaw        time.Duration // median of one deploy
+	burstN, burstOK         int
+	burstAgent, burstRaw    time.Duration // wall
+	listP50, statusP50      time.Duration
+	engineListP50           time.Duration
+	getOneRPS               float64
+	killReady, rebuildReady time.Duration
+	rebuildCount            int
+	restartedByRebuild      int
+	rss                     float64
+	idleWrites              int
+	idleWindow              time.Duration
+	bridgeNote              string
+}
+
+// run measures one N on a fresh agent.
+func (b *bench) run(ctx context.Context, n, seq, burst int, idle time.Duration) (*result, error) {
+	r := &result{n: n, idleWindow: idle}
+	b.runs++
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	a := &agentProc{bin: b.bin, dataDir: filepath.Join(b.dir, fmt.Sprintf("data-%d", b.runs)),
+		hostID: fmt.Sprintf("bench-%s-%d", b.runID, b.runs), label: b.runID, port: port}
+	if err := os.MkdirAll(a.dataDir, 0o700); err != nil {
+		return nil, err
+	}
+	if err := a.start(); err != nil {
+		return nil, err
+	}
+	defer a.kill()
+	if _, err := a.ready(ctx, time.Minute); err != nil {
+		return nil, err
+	}
+	step := func(s string) { fmt.Fprintf(os.Stderr, "bench: N=%d: %s\n", n, s) }
+
+	// Sequential deploys, alternating raw and agent.
+	step("sequential deploys")
+	if seq > n {
+		seq = n
+	}
+	var agentT, rawT []time.Duration
+	for i := 0; i < seq; i++ {
+		t := time.Now()
+		if err := b.rawRun(ctx, fmt.Sprintf("bench-raw-%s-seq-%d", b.runID, i)); err != nil {
+			return nil, err
+		}
+		rawT = append(rawT, time.Since(t))
+		t = time.Now()
+		if err := a.deploy(ctx, fmt.Sprintf("seq-%d", i), b.image, true); err != nil {
+			return nil, err
+		}
+		agentT = append(agentT, time.Since(t))
+	}
+	r.seqAgent, r.seqRaw = pct(agentT, 0.5), pct(rawT, 0.5)
+	b.rawRemove(ctx, "bench-raw-"+b.runID+"-seq-")
+
+	// A burst at concurrency 20: agent, then raw; both removed after.
+	if burst > 0 {
+		step(fmt.Sprintf("%d deploys at concurrency 20", burst))
+		r.burstN = burst
+		var ok atomic.Int64
+		t := time.Now()
+		parallel(burst, 20, func(i int) error {
+			if err := a.deploy(ctx, fmt.Sprintf("burst-%d", i), b.image, false); err != nil {
+				fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+				return err
+			}
+			ok.Add(1)
+			return nil
+		})
+		r.burstAgent, r.burstOK = time.Since(t), int(ok.Load())
+		t = time.Now()
+		if err := parallel(burst, 20, func(i int) error {
+			return b.rawRun(ctx, fmt.Sprintf("bench-raw-%s-burst-%d", b.runID, i))
+		}); err != nil {
+			return nil, err
+		}
+		r.burstRaw = time.Since(t)
+		b.rawRemove(ctx, "bench-raw-"+b.runID+"-burst-")
+		parallel(burst, 8, func(i int) error {
+			_, err := a.do(ctx, "DELETE", "/v1/instances/burst-"+strconv.Itoa(i), nil, nil)
+			return err
+		})
+	}
+
+	// Fill up to N.
+	step("deploying the rest")
+	var failed atomic.Int64
+	parallel(n-seq, 8, func(i int) error {
+		if err := a.deploy(ctx, fmt.Sprintf("fill-%d", i), b.image, false); err != nil {
+			failed.Add(1)
+			if failed.Load() < 5 {
+				fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+			}
+			return err
+		}
+		return nil
+	})
+	if f := failed.Load(); f > 0 {
+		r.bridgeNote = fmt.Sprintf("%d of %d deploys failed", f, n-seq)
+	}
+
+	// Reads.
+	step("reads")
+	if r.listP50, err = timeIt(200, func() error { return expect(a.do(ctx, "GET", "/v1/instances", nil, nil)) }); err != nil {
+		return nil, err
+	}
+	if r.statusP50, err = timeIt(200, func() error { return expect(a.do(ctx, "GET", "/tools/status", nil, nil)) }); err != nil {
+		return nil, err
+	}
+	hostFilter := make(client.Filters).Add("label", "dtma.host="+a.hostID)
+	if r.engineListP50, err = timeIt(10, func() error {
+		_, err := b.docker.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: hostFilter})
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	r.getOneRPS = hammer(ctx, a, "/v1/instances/seq-0", 32, 3*time.Second)
+	r.rss = a.rssMB()
+
+	// Registry writes while idle.
+	step("idle writes")
+	r.idleWrites = countWrites(ctx, filepath.Join(a.dataDir, "dtma.db"), idle)
+
+	// SIGKILL, then start again.
+	step("SIGKILL and restart")
+	before, err := b.startedAt(ctx, a.hostID)
+	if err != nil {
+		return nil, err
+	}
+	a.kill()
+	if err := a.start(); err != nil {
+		return nil, err
+	}
+	if r.killReady, err = a.ready(ctx, 5*time.Minute); err != nil {
+		return nil, err
+	}
+
+	// Registry lost.
+	step("registry deleted")
+	a.kill()
+	for _, f := range []string{"dtma.db", "dtma.db-wal", "dtma.db-shm"} {
+		_ = os.Remove(filepath.Join(a.dataDir, f))
+	}
+	if err := a.start(); err != nil {
+		return nil, err
+	}
+	if r.rebuildReady, err = a.ready(ctx, 5*time.Minute); err != nil {
+		return nil, err
+	}
+	var list struct {
+		Instances []any `json:"instances"`
+	}
+	if err := expect(a.do(ctx, "GET", "/v1/instances", nil, &list)); err != nil {
+		return nil, err
+	}
+	r.rebuildCount = len(list.Instances)
+	after, err := b.startedAt(ctx, a.hostID)
+	if err != nil {
+		return nil, err
+	}
+	for id, t := range before {
+		if after[id] != t {
+			r.restartedByRebuild++
+		}
+	}
+	if r.bridgeNote == "" {
+		r.bridgeNote = "all deployed (isolated shards of 1000)"
+	}
+	return r, nil
+}
+
+// startedAt maps each container of host to its StartedAt (by inspect).
+func (b *bench) startedAt(ctx context.Context, host string) (map[string]string, error) {
+	list, err := b.docker.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: make(client.Filters).Add("label", "dtma.host="+host)})
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]string, len(list.Items))
+	var mu sync.Mutex
+	err = parallel(len(list.Items), 16, func(i int) error {
+		in, err := b.docker.ContainerInspect(ctx, list.Items[i].ID, client.ContainerInspectOptions{})
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		out[list.Items[i].ID] = in.Container.State.StartedAt
+		mu.Unlock()
+		return nil
+	})
+	return out, err
+}
+
+// expect turns a non-2xx answer into an error.
+func expect(code int, err error) error {
+	if err != nil {
+		return err
+	}
+	if code/100 != 2 {
+		return fmt.Errorf("status %d", code)
+	}
+	return nil
+}
+
+// timeIt runs f k times and returns the median.
+func timeIt(k int, f func() error) (time.Duration, error) {
+	var ts []time.Duration
+	for i := 0; i < k; i++ {
+		t := time.Now()
+		if err := f(); err != nil {
+			return 0, err
+		}
+		ts = append(ts, time.Since(t))
+	}
+	return pct(ts, 0.5), nil
+}
+
+// pct returns the p-th percentile of ts.
+func pct(ts []time.Duration, p float64) time.Duration {
+	if len(ts) == 0 {
+		return 0
+	}
+	s := append([]time.Duration(nil), ts...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[int(p*float64(len(s)-1))]
+}
+
+// hammer GETs path with clients concurrent clients for d and returns the
+// successful requests per second.
+func hammer(ctx context.Context, a *agentProc, path string, clients int, d time.Duration) float64 {
+	var n atomic.Int64
+	stop := time.Now().Add(d)
+	var wg sync.WaitGroup
+	for i := 0; i < clients; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(stop) {
+				if code, err := a.do(ctx, "GET", path, nil, nil); err == nil && code == http.StatusOK {
+					n.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return float64(n.Load()) / d.Seconds()
+}
+
+// countWrites counts the changes of the SQLite file and its WAL (size or
+// modification time) seen while polling for d.
+func countWrites(ctx context.Context, db string, d time.Duration) int {
+	sig := func() string {
+		var s []string
+		for _, f := range []string{db, db + "-wal"} {
+			if fi, err := os.Stat(f); err == nil {
+				s = append(s, fmt.Sprint(fi.Size(), fi.ModTime().UnixNano()))
+			}
+		}
+		return strings.Join(s, "|")
+	}
+	last, n := sig(), 0
+	for end := time.Now().Add(d); time.Now().Before(end) && ctx.Err() == nil; {
+		time.Sleep(50 * time.Millisecond)
+		if s := sig(); s != last {
+			n++
+			last = s
+		}
+	}
+	return n
+}
+
+// parallel runs f(0..n-1) on at most width goroutines and returns the
+// first error (every call runs regardless).
+func parallel(n, width int, f func(i int) error) error {
+	sem := make(chan struct{}, width)
+	var mu sync.Mutex
+	var first error
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(i int) {
+			defer func() { <-sem; wg.Done() }()
+			if err := f(i); err != nil {
+				mu.Lock()
+				if first == nil {
+					first = err
+				}
+				mu.Unlock()
+			}
+		}(i)
+	}
+	wg.Wait()
+	return first
+}

@@ -1,0 +1,84 @@
+// Command bench measures the agent at scale, side by side with the raw
+// Docker Engine API on the same image, and writes the table to
+// BENCHMARKS.md:
+//
+//	go run ./bench -n 10,100,1000
+//
+// It builds the real dtma binary and the FROM scratch echo image
+// (internal/testimage/echo), starts the agent with a host id of its own on
+// 127.0.0.1, labels every container and network it causes with
+// dtma.bench=<run id>, and removes exactly those at the end (also after a
+// failure or an interrupt). It talks to nothing but the local Docker
+// daemon and 127.0.0.1.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// BenchLabel is the label key of every container and network the bench
+// causes; its value is the run id.
+const BenchLabel = "dtma.bench"
+
+func main() {
+	var (
+		ns      = flag.String("n", "10,100", "instance counts to measure, comma-separated")
+		out     = flag.String("out", "BENCHMARKS.md", "file whose bench section is (re)written; empty: print only")
+		section = flag.String("section", "scale", "name of the section of -out written by this run (e.g. before, after)")
+		idle    = flag.Duration("idle", 20*time.Second, "how long registry writes are counted while idle")
+		burst   = flag.Int("burst", 200, "deploys of the concurrency row (0: skip it); measured once, at the first N")
+		seq     = flag.Int("seq", 20, "sequential deploys of the ratio row")
+	)
+	flag.Parse()
+	var counts []int
+	for _, s := range strings.Split(*ns, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 {
+			log.Fatalf("bench: -n: %q is not a positive count", s)
+		}
+		counts = append(counts, n)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	b, err := newBench(ctx)
+	if err != nil {
+		log.Fatalf("bench: %v", err)
+	}
+	defer b.cleanup()
+	var results []*result
+	for i, n := range counts {
+		r, err := b.run(ctx, n, *seq, map[bool]int{true: *burst}[i == 0], *idle)
+		if err != nil {
+			b.cleanup()
+			log.Fatalf("bench: N=%d: %v", n, err)
+		}
+		results = append(results, r)
+		b.cleanup() // every N starts from an empty host
+	}
+	table := render(results)
+	fmt.Print(table)
+	if *out != "" {
+		if err := writeSection(*out, *section, b.header()+table); err != nil {
+			log.Fatalf("bench: %v", err)
+		}
+	}
+}
+
+// newRunID returns 12 random hex digits.
+func newRunID() string {
+	p := make([]byte, 6)
+	_, _ = rand.Read(p)
+	return hex.EncodeToString(p)
+}

@@ -167,6 +167,23 @@ func (v *view) create(ctx context.Context, inst *dtma.Instance) error {
 	return nil
 }
 
+// createMany inserts insts into the registry in one transaction (all or
+// none; see dtma.Registry.CreateInstances) and then into the view. The
+// registry's error is returned and the view is left unchanged.
+func (v *view) createMany(ctx context.Context, insts []*dtma.Instance) error {
+	err := v.reg.CreateInstances(ctx, insts)
+	v.health.noteRegistry(err)
+	if err != nil {
+		return err
+	}
+	v.mu.Lock()
+	for _, inst := range insts {
+		v.rows[inst.ID] = inst.Clone()
+	}
+	v.mu.Unlock()
+	return nil
+}
+
 // writeIntent records inst (an operation about to start) in the registry
 // and the view. The registry's error is returned wrapped, the view left
 // unchanged: the operation must not proceed.

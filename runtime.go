@@ -12,6 +12,12 @@ import (
 // such a failure must not be taken for the engine being down.
 var ErrRegistry = errors.New("image registry")
 
+// ErrBridgeFull marks a create or start error whose cause is a network
+// bridge that takes no more containers (a Linux bridge holds at most 1023
+// ports): Docker answered, so it says nothing about Docker's health. Such
+// errors are EUNAVAILABLE (503) naming the limit.
+var ErrBridgeFull = errors.New("network bridge full")
+
 // Labels DTMA puts on every container it creates. Env values never go into
 // labels.
 const (

@@ -42,7 +42,7 @@ func (h *health) noteRegistry(err error) {
 // (dtma.ErrRegistry), which says nothing about Docker. Docker answering
 // again after it did not calls dockerBack.
 func (h *health) noteDocker(err error) {
-	if err != nil && (dtma.ErrorCode(err) != dtma.EUNAVAILABLE || errors.Is(err, dtma.ErrRegistry)) {
+	if err != nil && (dtma.ErrorCode(err) != dtma.EUNAVAILABLE || errors.Is(err, dtma.ErrRegistry) || errors.Is(err, dtma.ErrBridgeFull)) {
 		return
 	}
 	h.mu.Lock()

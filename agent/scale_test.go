@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -172,5 +173,27 @@ func TestBulkAdoptionNoDuplicates(t *testing.T) {
 	if reg.batches.Load() == 0 || reg.single.Load() > int64(adoptChunk)+1 {
 		t.Errorf("adoption wrote %d batches and %d single rows; want batches, and single rows only for a refused chunk",
 			reg.batches.Load(), reg.single.Load())
+	}
+}
+
+// A deploy the daemon cannot attach to a full bridge answers 503 (the
+// error names the limit), leaves neither row nor container, and does not
+// mark Docker unreachable: Docker answered.
+func TestDeployBridgeFull(t *testing.T) {
+	b := newBed(t)
+	b.open()
+	full := &dtma.Error{Code: dtma.EUNAVAILABLE, Err: fmt.Errorf("%w: exchange full", dtma.ErrBridgeFull),
+		Message: "start container: the network bridge is full: a Linux bridge takes at most 1023 containers"}
+	b.rt.FailNext(runtimetest.StartContainer, full)
+	_, _, err := b.a.Deploy(b.ctx, deployReq("tool"))
+	wantCode(t, err, dtma.EUNAVAILABLE)
+	if !strings.Contains(dtma.ErrorMessage(err), "1023") {
+		t.Errorf("error %q does not name the limit", dtma.ErrorMessage(err))
+	}
+	if b.row("tool") != nil || len(b.rt.Containers()) != 0 {
+		t.Errorf("a failed deploy left a row (%v) or %d containers", b.row("tool") != nil, len(b.rt.Containers()))
+	}
+	if h := b.a.Health(b.ctx); !h.DockerOK {
+		t.Errorf("a full bridge marked Docker unreachable: %s", h.DockerError)
 	}
 }

@@ -225,10 +225,15 @@ func timeoutSeconds(d time.Duration) int {
 
 // RemoveContainer force-removes the container (killing it if running) with
 // its anonymous volumes. A container that does not exist is not an error.
+// With isolation on, the host's extra network shards that no container
+// uses any more are removed after it (see pruneNetworks).
 func (r *Runtime) RemoveContainer(ctx context.Context, id string) error {
 	_, err := r.client.ContainerRemove(ctx, id, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
 	if err != nil && !cerrdefs.IsNotFound(err) {
 		return r.wrap(err, "remove container %s", id)
+	}
+	if r.isolated && r.hostID != "" {
+		r.pruneNetworks(ctx, r.hostID)
 	}
 	return nil
 }

@@ -197,10 +197,22 @@ func (r *Runtime) wrap(err error, format string, args ...any) error {
 	}
 	code := classify(err)
 	msg := op + ": " + reason(err)
+	if bridgeFull(err) {
+		return &dtma.Error{Code: dtma.EUNAVAILABLE, Err: fmt.Errorf("%w: %w", dtma.ErrBridgeFull, err), Message: op + ": the network bridge is full: " +
+			"a Linux bridge takes at most 1023 containers (the kernel refuses more ports: \"exchange full\"); " +
+			"remove containers, or set DTMA_NETWORK=isolated to spread them over DTMA's own networks"}
+	}
 	if code == dtma.EUNAVAILABLE {
 		msg = "docker unavailable: " + msg
 	}
 	return &dtma.Error{Code: code, Message: msg, Err: err}
+}
+
+// bridgeFull reports whether err is the daemon failing to attach a
+// container to a bridge that already has the most ports a Linux bridge
+// takes (1023): the kernel's EXFULL, "exchange full".
+func bridgeFull(err error) bool {
+	return strings.Contains(strings.ToLower(err.Error()), "exchange full")
 }
 
 // classify maps a client error to a dtma error code.

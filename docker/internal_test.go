@@ -143,3 +143,20 @@ func TestRedactEnv(t *testing.T) {
 		t.Error("redaction lost the cause's kind")
 	}
 }
+
+// A container a full bridge cannot take (the kernel's "exchange full" past
+// 1023 ports) is a 503 naming the limit, marked ErrBridgeFull (Docker
+// answered: not an outage), never a 500.
+func TestBridgeFull(t *testing.T) {
+	r := &Runtime{}
+	cause := errors.New("Error response from daemon: failed to create endpoint dtma-x on network bridge: " +
+		"adding interface veth1a2b3c4 to bridge docker0 failed: exchange full")
+	err := r.wrap(cause, "start container %s", "abc")
+	if dtma.ErrorCode(err) != dtma.EUNAVAILABLE || !errors.Is(err, dtma.ErrBridgeFull) ||
+		!strings.Contains(dtma.ErrorMessage(err), "1023") || !strings.Contains(dtma.ErrorMessage(err), "DTMA_NETWORK") {
+		t.Errorf("wrap(exchange full) = %q (code %s, ErrBridgeFull %v)", dtma.ErrorMessage(err), dtma.ErrorCode(err), errors.Is(err, dtma.ErrBridgeFull))
+	}
+	if err := r.wrap(errors.New("boom"), "start"); errors.Is(err, dtma.ErrBridgeFull) {
+		t.Errorf("an unrelated error is marked ErrBridgeFull")
+	}
+}

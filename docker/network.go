@@ -117,6 +117,33 @@ func (r *Runtime) pickNetwork(ctx context.Context, hostID string) (id string, re
 	return id, r.hold(id), nil
 }
 
+// pruneNetworks removes hostID's network shards above the first (shard 0
+// stays: the next deploy needs it) that no container is attached to and no
+// create is about to use. Only networks labelled for this host are
+// considered. A failure is logged nowhere and retried at the next remove:
+// an empty shard left behind costs nothing but a bridge.
+func (r *Runtime) pruneNetworks(ctx context.Context, hostID string) {
+	r.nets.mu.Lock()
+	defer r.nets.mu.Unlock()
+	list, err := r.hostNetworks(ctx, hostID)
+	if err != nil || len(list) < 2 {
+		return
+	}
+	for _, n := range list[1:] {
+		if r.nets.inflight[n.id] > 0 {
+			continue
+		}
+		res, err := r.client.ContainerList(ctx, client.ContainerListOptions{
+			All:     true,
+			Filters: make(client.Filters).Add("network", n.id),
+		})
+		if err != nil || len(res.Items) > 0 {
+			continue
+		}
+		_, _ = r.client.NetworkRemove(ctx, n.id, client.NetworkRemoveOptions{})
+	}
+}
+
 // hold counts a create in progress on network id; the returned func
 // releases it. Caller holds r.nets.mu.
 func (r *Runtime) hold(id string) func() {

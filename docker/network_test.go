@@ -221,3 +221,86 @@ func TestIsolatedDuplicateShard(t *testing.T) {
 		t.Errorf("%d containers on the host's %d networks, want 5", total, len(nets.Items))
 	}
 }
+
+// TestNetworkPrune: removing a container removes the host's extra network
+// shards left empty (never shard 0, never another host's network), and a
+// container still running keeps its network and its published port.
+func TestNetworkPrune(t *testing.T) {
+	c := dockertest.Client(t)
+	image := dockertest.EchoImage(t)
+	testValue := dockertest.RunID() + "-prune"
+	dockertest.Cleanup(t, c, dockertest.TestLabel+"="+testValue)
+	host := "test-" + dockertest.RunID() + "-prune"
+	ctx := context.Background()
+	rt, err := docker.New(docker.Options{
+		HostID:           host,
+		DefaultHostIP:    "127.0.0.1",
+		ExtraLabels:      map[string]string{dockertest.TestLabel: testValue},
+		NetworkShardSize: 1,
+		NetworkSubnets:   "10.213.0.0/16",
+	})
+	if err != nil {
+		t.Fatalf("docker.New: %v", err)
+	}
+	t.Cleanup(func() { rt.Close() })
+	// Another host's empty shard 1: never ours to remove.
+	other := host + "-other"
+	if _, err := c.NetworkCreate(ctx, docker.NetworkName(other, 1), client.NetworkCreateOptions{Driver: "bridge",
+		Labels: map[string]string{dtma.LabelManaged: "true", dtma.LabelHost: other, docker.LabelNetworkShard: "1", dockertest.TestLabel: testValue}}); err != nil {
+		t.Fatalf("create another host's network: %v", err)
+	}
+	ids := make([]string, 3)
+	for i := range ids {
+		name := "dtma-test-" + testValue + "-" + strconv.Itoa(i)
+		ids[i], err = rt.CreateContainer(ctx, dtma.ContainerConfig{Name: name, Image: image,
+			Ports:  []dtma.Port{{ContainerPort: 8080, Protocol: "tcp"}},
+			Labels: map[string]string{dtma.LabelManaged: "true", dtma.LabelHost: host, dtma.LabelInstance: name}})
+		if err != nil {
+			t.Fatalf("create %d: %v", i, err)
+		}
+		if _, err := rt.StartContainer(ctx, ids[i]); err != nil {
+			t.Fatalf("start %d: %v", i, err)
+		}
+	}
+	networks := func(h string) []string {
+		t.Helper()
+		nets, err := c.NetworkList(ctx, client.NetworkListOptions{Filters: make(client.Filters).Add("label", dtma.LabelHost+"="+h)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, n := range nets.Items {
+			out = append(out, n.Name)
+		}
+		slices.Sort(out)
+		return out
+	}
+	if got := networks(host); len(got) != 3 {
+		t.Fatalf("networks %v, want three shards of one", got)
+	}
+	for _, i := range []int{2, 1} {
+		if err := rt.RemoveContainer(ctx, ids[i]); err != nil {
+			t.Fatalf("remove %d: %v", i, err)
+		}
+	}
+	if got, want := networks(host), []string{docker.NetworkName(host, 0)}; !slices.Equal(got, want) {
+		t.Errorf("after removing the containers of shards 1 and 2: networks %v, want %v", got, want)
+	}
+	if got := networks(other); len(got) != 1 {
+		t.Errorf("another host's empty network was removed: %v", got)
+	}
+	in, err := c.ContainerInspect(ctx, ids[0], client.ContainerInspectOptions{})
+	if err != nil || !in.Container.State.Running {
+		t.Fatalf("container 0 after the prune: %v", err)
+	}
+	var hostPort string
+	for _, bs := range in.Container.NetworkSettings.Ports {
+		for _, b := range bs {
+			hostPort = b.HostPort
+		}
+	}
+	if hostPort == "" {
+		t.Fatalf("container 0 publishes no port after the prune: %v", in.Container.NetworkSettings.Ports)
+	}
+	httpGet(t, "http://127.0.0.1:"+hostPort+"/") // fails the test unless it answers 200
+}

@@ -139,7 +139,7 @@ func TestResolvePortsRemap(t *testing.T) {
 func TestMatchExisting(t *testing.T) {
 	a := testAgent(nil)
 	spec := dtma.Spec{Image: "img:1", Env: map[string]string{"K": "secret-v1"}}
-	a.view.rows["1"] = &dtma.Instance{ID: "1", Name: "tool", AccountToolInstanceID: "6f1c1f0e-4a59-4d5e-9a59-3f1d2c8b9e10", Spec: spec, SpecHash: spec.Hash()}
+	a.view.put(&dtma.Instance{ID: "1", Name: "tool", AccountToolInstanceID: "6f1c1f0e-4a59-4d5e-9a59-3f1d2c8b9e10", Spec: spec, SpecHash: spec.Hash()})
 
 	same := dtma.DeployRequest{Name: "tool", AccountToolInstanceID: "6f1c1f0e-4a59-4d5e-9a59-3f1d2c8b9e10", Spec: spec}
 	if inst, err := a.matchExisting(same); err != nil || inst == nil || inst.ID != "1" {
@@ -354,7 +354,7 @@ func TestLookupOrder(t *testing.T) {
 	byAcct := &dtma.Instance{ID: "44444444-4444-4444-8444-444444444444", Name: strings.ToUpper(victim.AccountToolInstanceID)}
 	old := &dtma.Instance{ID: "55555555-5555-4555-8555-555555555555", Name: "66666666-6666-4666-8666-666666666666"}
 	for _, inst := range []*dtma.Instance{victim, byID, byAcct, old} {
-		a.view.rows[inst.ID] = inst
+		a.view.put(inst)
 	}
 	for ref, want := range map[string]string{
 		victim.ID: victim.ID, strings.ToUpper(victim.ID): victim.ID,

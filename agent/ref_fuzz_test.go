@@ -31,7 +31,7 @@ func FuzzFindInstance(f *testing.F) {
 			{ID: strings.ToLower(name), Name: "by-id " + name},
 		}
 		for _, inst := range insts {
-			a.view.rows[inst.ID] = inst
+			a.view.put(inst)
 		}
 		matches := func(inst *dtma.Instance) bool {
 			lower := strings.ToLower(ref)

@@ -26,6 +26,10 @@ type view struct {
 
 	mu   sync.RWMutex
 	rows map[string]*dtma.Instance // by ID
+	// Indexes of rows, kept by put and del: the id of the row with that
+	// name, account tool instance id, container id. Lookups are map
+	// reads, whatever the number of rows.
+	byName, byAcct, byContainer map[string]string
 	// dirty holds rows whose latest state could not be written (registry
 	// down); deleted holds ids whose row must still be deleted.
 	dirty   map[string]bool
@@ -34,7 +38,36 @@ type view struct {
 
 func newView(reg dtma.Registry, h *health, log *slog.Logger) *view {
 	return &view{reg: reg, health: h, log: log,
-		rows: map[string]*dtma.Instance{}, dirty: map[string]bool{}, deleted: map[string]bool{}}
+		rows: map[string]*dtma.Instance{}, dirty: map[string]bool{}, deleted: map[string]bool{},
+		byName: map[string]string{}, byAcct: map[string]string{}, byContainer: map[string]string{}}
+}
+
+// put stores a copy of inst and indexes it. Caller holds mu.
+func (v *view) put(inst *dtma.Instance) {
+	v.del(inst.ID)
+	c := inst.Clone()
+	v.rows[c.ID] = c
+	v.byName[c.Name] = c.ID
+	if c.AccountToolInstanceID != "" {
+		v.byAcct[c.AccountToolInstanceID] = c.ID
+	}
+	if c.ContainerID != "" {
+		v.byContainer[c.ContainerID] = c.ID
+	}
+}
+
+// del removes the row id and its index entries. Caller holds mu.
+func (v *view) del(id string) {
+	old := v.rows[id]
+	if old == nil {
+		return
+	}
+	delete(v.rows, id)
+	for m, k := range map[*map[string]string]string{&v.byName: old.Name, &v.byAcct: old.AccountToolInstanceID, &v.byContainer: old.ContainerID} {
+		if k != "" && (*m)[k] == id {
+			delete(*m, k)
+		}
+	}
 }
 
 // load puts rows read from the registry into the view; stale marks them
@@ -42,7 +75,7 @@ func newView(reg dtma.Registry, h *health, log *slog.Logger) *view {
 func (v *view) load(inst *dtma.Instance, stale bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	v.rows[inst.ID] = inst.Clone()
+	v.put(inst)
 	if stale {
 		v.dirty[inst.ID] = true
 	}
@@ -87,22 +120,16 @@ func (v *view) lookup(ref string) *dtma.Instance {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	lower := strings.ToLower(ref)
-	var byAcct, byName *dtma.Instance
-	for _, inst := range v.rows {
-		if inst.ID == lower {
-			return inst.Clone()
-		}
-		if inst.AccountToolInstanceID != "" && inst.AccountToolInstanceID == lower {
-			byAcct = inst
-		}
-		if inst.Name == ref {
-			byName = inst
-		}
+	if inst := v.rows[lower]; inst != nil {
+		return inst.Clone()
 	}
-	if byAcct != nil {
-		return byAcct.Clone()
+	if id, ok := v.byAcct[lower]; ok {
+		return v.rows[id].Clone()
 	}
-	return byName.Clone()
+	if id, ok := v.byName[ref]; ok {
+		return v.rows[id].Clone()
+	}
+	return nil
 }
 
 // find is lookup with ENOTFOUND.
@@ -118,13 +145,11 @@ func (v *view) find(ref string) (*dtma.Instance, error) {
 func (v *view) byNameOrAccount(name, acct string) (byName, byAcct *dtma.Instance) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	for _, inst := range v.rows {
-		if inst.Name == name {
-			byName = inst.Clone()
-		}
-		if acct != "" && inst.AccountToolInstanceID == acct {
-			byAcct = inst.Clone()
-		}
+	if id, ok := v.byName[name]; ok {
+		byName = v.rows[id].Clone()
+	}
+	if id, ok := v.byAcct[acct]; ok && acct != "" {
+		byAcct = v.rows[id].Clone()
 	}
 	return byName, byAcct
 }
@@ -137,10 +162,8 @@ func (v *view) forContainer(containerID, instanceID string) *dtma.Instance {
 	if inst := v.rows[instanceID]; inst != nil {
 		return inst.Clone()
 	}
-	for _, inst := range v.rows {
-		if inst.ContainerID == containerID {
-			return inst.Clone()
-		}
+	if id, ok := v.byContainer[containerID]; ok && containerID != "" {
+		return v.rows[id].Clone()
 	}
 	return nil
 }
@@ -149,7 +172,7 @@ func (v *view) forContainer(containerID, instanceID string) *dtma.Instance {
 // does not keep (ObservedAt) or has just stored.
 func (v *view) remember(inst *dtma.Instance) {
 	v.mu.Lock()
-	v.rows[inst.ID] = inst.Clone()
+	v.put(inst)
 	v.mu.Unlock()
 }
 
@@ -178,7 +201,7 @@ func (v *view) createMany(ctx context.Context, insts []*dtma.Instance) error {
 	}
 	v.mu.Lock()
 	for _, inst := range insts {
-		v.rows[inst.ID] = inst.Clone()
+		v.put(inst)
 	}
 	v.mu.Unlock()
 	return nil
@@ -194,7 +217,7 @@ func (v *view) writeIntent(ctx context.Context, inst *dtma.Instance) error {
 	}
 	v.health.noteRegistry(nil)
 	v.mu.Lock()
-	v.rows[inst.ID] = inst.Clone()
+	v.put(inst)
 	delete(v.dirty, inst.ID)
 	v.mu.Unlock()
 	return nil
@@ -207,7 +230,7 @@ func (v *view) writeOutcome(ctx context.Context, inst *dtma.Instance) {
 	err := v.reg.UpdateInstance(ctx, inst)
 	v.health.noteRegistry(err)
 	v.mu.Lock()
-	v.rows[inst.ID] = inst.Clone()
+	v.put(inst)
 	if err != nil {
 		v.dirty[inst.ID] = true
 	} else {
@@ -229,7 +252,7 @@ func (v *view) writeObserved(ctx context.Context, inst *dtma.Instance) {
 		inst.UpdatedAt = nowUTC().Truncate(time.Microsecond) // as the registry stamped it, to the microsecond's noise
 	}
 	v.mu.Lock()
-	v.rows[inst.ID] = inst.Clone()
+	v.put(inst)
 	if err != nil {
 		v.dirty[inst.ID] = true
 	}
@@ -242,7 +265,7 @@ func (v *view) drop(ctx context.Context, inst *dtma.Instance) {
 	err := v.reg.DeleteInstance(ctx, inst.ID)
 	v.health.noteRegistry(err)
 	v.mu.Lock()
-	delete(v.rows, inst.ID)
+	v.del(inst.ID)
 	delete(v.dirty, inst.ID)
 	if err != nil {
 		v.deleted[inst.ID] = true

@@ -86,20 +86,32 @@ func (s *Server) handleV1Deploy(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handleV1List(w http.ResponseWriter, r *http.Request) {
 	list, err := s.Service.ListInstances(r.Context())
+	if err == nil {
+		list, err = filterInstances(list, r.URL.Query())
+	}
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, newInstanceList(list))
+	writeList(w, list, "")
 }
 
 func (s *Server) handleV1Fleet(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if _, _, err := page(nil, q); err != nil { // a bad query costs no registry read
+		s.writeError(w, r, err)
+		return
+	}
 	list, err := s.Service.ListFleet(r.Context())
+	var next string
+	if err == nil {
+		list, next, err = page(list, q)
+	}
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, newInstanceList(list))
+	writeList(w, list, next)
 }
 
 func (s *Server) handleV1Get(w http.ResponseWriter, r *http.Request) {

@@ -104,6 +104,9 @@ func newInstanceList(list []*dtma.Instance) InstanceList {
 // InstanceList is the body of GET /v1/instances and GET /v1/fleet/instances.
 type InstanceList struct {
 	Instances []Instance `json:"instances"`
+	// NextCursor, on a page of the fleet list, is the cursor of the next
+	// page; absent on the last.
+	NextCursor string `json:"next_cursor,omitempty"`
 }
 
 // DeployRequest is the body of POST /v1/instances.

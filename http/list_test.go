@@ -1,0 +1,176 @@
+package http
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/agentopia/dtma"
+)
+
+// fleetService serves a fleet whose rows the test changes between pages.
+type fleetService struct {
+	fakeService
+	mu   sync.Mutex
+	rows map[string]*dtma.Instance
+}
+
+func (f *fleetService) ListFleet(context.Context) ([]*dtma.Instance, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]*dtma.Instance, 0, len(f.rows))
+	for _, r := range f.rows {
+		out = append(out, r.Clone())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name }) // not id order
+	return out, nil
+}
+
+func (f *fleetService) add(n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i := 0; i < n; i++ {
+		id := dtma.NewUUID()
+		f.rows[id] = &dtma.Instance{ID: id, HostID: fmt.Sprintf("host-%d", i%50), Name: "tool-" + id[:8], Status: dtma.StatusRunning}
+	}
+}
+
+// The fleet list pages by cursor: while rows are added and removed between
+// pages, no row is returned twice, and every row that existed from the
+// first page to the last is returned once.
+func TestFleetCursorPagination(t *testing.T) {
+	svc := &fleetService{rows: map[string]*dtma.Instance{}}
+	svc.add(230)
+	h := (&Server{Service: svc, Tokens: []string{"tok"}, AuthFailureLimit: -1}).Handler()
+	get := func(path string) (int, InstanceList, string) {
+		req := httptest.NewRequest("GET", path, nil)
+		req.Header.Set("Authorization", "Bearer tok")
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		var body InstanceList
+		_ = json.Unmarshal(rec.Body.Bytes(), &body)
+		return rec.Code, body, rec.Body.String()
+	}
+	throughout := map[string]bool{}
+	for id := range svc.rows {
+		throughout[id] = true
+	}
+	seen := map[string]int{}
+	cursor, pages := "", 0
+	for {
+		path := "/v1/fleet/instances?limit=25"
+		if cursor != "" {
+			path += "&cursor=" + cursor
+		}
+		code, body, raw := get(path)
+		if code != http.StatusOK {
+			t.Fatalf("GET %s: %d %s", path, code, raw)
+		}
+		if len(body.Instances) > 25 {
+			t.Fatalf("page of %d rows, limit 25", len(body.Instances))
+		}
+		for _, inst := range body.Instances {
+			seen[inst.ID]++
+		}
+		pages++
+		if body.NextCursor == "" || pages > 100 {
+			break
+		}
+		cursor = body.NextCursor
+		// Between pages: rows come and go, before and after the cursor.
+		svc.mu.Lock()
+		n := 0
+		for id := range svc.rows {
+			if n == 3 {
+				break
+			}
+			delete(svc.rows, id)
+			delete(throughout, id)
+			n++
+		}
+		svc.mu.Unlock()
+		svc.add(4)
+	}
+	for id, n := range seen {
+		if n > 1 {
+			t.Errorf("row %s returned %d times", id, n)
+		}
+	}
+	for id := range throughout {
+		if seen[id] != 1 {
+			t.Errorf("row %s, present on every page, returned %d times", id, seen[id])
+		}
+	}
+	if pages < 10 {
+		t.Errorf("%d pages for 230+ rows at 25 a page", pages)
+	}
+
+	// Without limit or cursor: the whole list, as before.
+	if code, body, _ := get("/v1/fleet/instances"); code != http.StatusOK || len(body.Instances) != len(svc.rows) || body.NextCursor != "" {
+		t.Errorf("whole list: %d, %d rows of %d, next %q", code, len(body.Instances), len(svc.rows), body.NextCursor)
+	}
+	for _, bad := range []struct{ query, field string }{
+		{"limit=0", "limit"}, {"limit=1001", "limit"}, {"limit=x", "limit"}, {"cursor=nope", "cursor"}, {"limit=1&limit=2", "limit"},
+	} {
+		code, _, raw := get("/v1/fleet/instances?" + bad.query)
+		var e struct {
+			Error struct{ Code, Field string } `json:"error"`
+		}
+		_ = json.Unmarshal([]byte(raw), &e)
+		if code != http.StatusBadRequest || e.Error.Code != dtma.EINVALID || e.Error.Field != bad.field {
+			t.Errorf("?%s: %d %s; want 400 on %s", bad.query, code, raw, bad.field)
+		}
+	}
+}
+
+// GET /v1/instances filters by ?status= and ?name=; an unknown status is a
+// 400 naming the parameter.
+func TestListFilters(t *testing.T) {
+	svc := &fakeService{list: []*dtma.Instance{
+		{ID: "1", Name: "a", Status: dtma.StatusRunning},
+		{ID: "2", Name: "b", Status: dtma.StatusStopped},
+		{ID: "3", Name: "c d", Status: dtma.StatusRunning},
+	}}
+	h := (&Server{Service: svc, Tokens: []string{"tok"}, AuthFailureLimit: -1}).Handler()
+	for query, want := range map[string]string{
+		"":                           "a,b,c d",
+		"?status=running":            "a,c d",
+		"?name=b":                    "b",
+		"?name=c%20d&status=running": "c d",
+		"?name=b&status=running":     "",
+		"?name=":                     "",
+	} {
+		req := httptest.NewRequest("GET", "/v1/instances"+query, nil)
+		req.Header.Set("Authorization", "Bearer tok")
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		var body InstanceList
+		_ = json.Unmarshal(rec.Body.Bytes(), &body)
+		got := ""
+		for i, inst := range body.Instances {
+			if i > 0 {
+				got += ","
+			}
+			got += inst.Name
+		}
+		if rec.Code != http.StatusOK || got != want {
+			t.Errorf("GET /v1/instances%s: %d %q; want %q", query, rec.Code, got, want)
+		}
+	}
+	req := httptest.NewRequest("GET", "/v1/instances?status=sleeping", nil)
+	req.Header.Set("Authorization", "Bearer tok")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusBadRequest || !json.Valid(rec.Body.Bytes()) || !strings.Contains(rec.Body.String(), `"field":"status"`) {
+		t.Errorf("unknown status: %d %s; want 400 naming status", rec.Code, rec.Body.String())
+	}
+	if len(svc.list) != 3 {
+		t.Errorf("filtering changed the service's list")
+	}
+}

@@ -4,10 +4,15 @@ package http
 // pagination of GET /v1/fleet/instances.
 
 import (
+	"bytes"
+	"encoding/json"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
+	"sync"
+	"time"
 
 	"github.com/agentopia/dtma"
 )
@@ -100,4 +105,100 @@ func writeList(w http.ResponseWriter, list []*dtma.Instance, next string) {
 	body := newInstanceList(list)
 	body.NextCursor = next
 	writeJSON(w, http.StatusOK, body)
+}
+
+// rowCache keeps the JSON of each of this host's rows as last encoded, so
+// that a list of a thousand rows costs the encoding of the rows that
+// changed since the previous list, not of all of them. An entry is reused
+// only while every field the wire form is made of is unchanged (rowKey).
+type rowCache struct {
+	mu   sync.Mutex
+	rows map[string]cachedRow // by instance id
+}
+
+type cachedRow struct {
+	key              rowKey
+	ports, requested []dtma.Port // compared element by element (nil and empty encode alike)
+	json             []byte
+}
+
+// rowKey is everything NewInstance reads from an instance, in comparable
+// form: two instances with equal keys have the same JSON.
+type rowKey struct {
+	id, host, name, acct, containerName, image, specHash string
+	envNames                                             int // how many; their names are in specHash
+	desired, status, pending, tracking, lastError        string
+	observed                                             dtma.Observed
+	observedAt, createdAt, updatedAt                     time.Time
+	limits                                               dtma.Limits
+}
+
+func keyOf(inst *dtma.Instance) rowKey {
+	return rowKey{
+		id: inst.ID, host: inst.HostID, name: inst.Name, acct: inst.AccountToolInstanceID,
+		containerName: inst.ContainerName, image: inst.Spec.Image, specHash: inst.SpecHash,
+		envNames: len(inst.Spec.Env),
+		desired:  string(inst.DesiredState), status: string(inst.Status), pending: string(inst.PendingOp),
+		tracking: string(inst.Tracking), lastError: inst.LastError,
+		observed: inst.Observed, observedAt: inst.ObservedAt, createdAt: inst.CreatedAt, updatedAt: inst.UpdatedAt,
+		limits: inst.Spec.Limits,
+	}
+}
+
+// encode returns the JSON of each row (as writeJSON would write it, without
+// the newline), from the cache where the row is unchanged. The cache then
+// holds exactly these rows.
+func (c *rowCache) encode(list []*dtma.Instance) [][]byte {
+	keys := make([]rowKey, len(list))
+	out := make([][]byte, len(list))
+	c.mu.Lock()
+	for i, inst := range list {
+		keys[i] = keyOf(inst)
+		if e, ok := c.rows[inst.ID]; ok && e.key == keys[i] && slices.Equal(e.ports, inst.Ports) && slices.Equal(e.requested, inst.Spec.Ports) {
+			out[i] = e.json
+		}
+	}
+	c.mu.Unlock()
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	for i, inst := range list {
+		if out[i] != nil {
+			continue
+		}
+		buf.Reset()
+		_ = enc.Encode(NewInstance(inst))
+		out[i] = bytes.TrimSuffix(append([]byte(nil), buf.Bytes()...), []byte("\n"))
+	}
+	fresh := make(map[string]cachedRow, len(list))
+	for i, inst := range list {
+		// Copies: the caller's slices may be changed in place later.
+		fresh[inst.ID] = cachedRow{key: keys[i], json: out[i],
+			ports: slices.Clone(inst.Ports), requested: slices.Clone(inst.Spec.Ports)}
+	}
+	c.mu.Lock()
+	c.rows = fresh
+	c.mu.Unlock()
+	return out
+}
+
+// writeEncodedList answers {"instances": [rows...]} from encoded rows.
+func writeEncodedList(w http.ResponseWriter, rows [][]byte) {
+	n := len(`{"instances":[]}`) + 1
+	for _, r := range rows {
+		n += len(r) + 1
+	}
+	body := make([]byte, 0, n)
+	body = append(body, `{"instances":[`...)
+	for i, r := range rows {
+		if i > 0 {
+			body = append(body, ',')
+		}
+		body = append(body, r...)
+	}
+	body = append(body, "]}\n"...)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(body)
 }

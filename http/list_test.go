@@ -174,3 +174,51 @@ func TestListFilters(t *testing.T) {
 		t.Errorf("filtering changed the service's list")
 	}
 }
+
+// The list is served from encoded rows: its body is exactly what encoding
+// the whole list gives, also after rows change (status, ports, observation)
+// and rows come and go.
+func TestListEncodedRowsFollowChanges(t *testing.T) {
+	mk := func(i int) *dtma.Instance {
+		return &dtma.Instance{ID: dtma.NewUUID(), HostID: "h", Name: fmt.Sprintf("tool-%d", i), Status: dtma.StatusRunning,
+			Spec:  dtma.Spec{Image: "img", Env: map[string]string{"A": "secret"}, Ports: []dtma.Port{{ContainerPort: 8080, Protocol: "tcp"}}},
+			Ports: []dtma.Port{{ContainerPort: 8080, Protocol: "tcp", HostPort: 31000 + i}}}
+	}
+	svc := &fakeService{}
+	for i := 0; i < 5; i++ {
+		svc.list = append(svc.list, mk(i))
+	}
+	h := (&Server{Service: svc, Tokens: []string{"tok"}, AuthFailureLimit: -1}).Handler()
+	check := func(step string) {
+		t.Helper()
+		req := httptest.NewRequest("GET", "/v1/instances", nil)
+		req.Header.Set("Authorization", "Bearer tok")
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		want, _ := json.Marshal(newInstanceList(svc.list))
+		var got, wantV any
+		_ = json.Unmarshal(want, &wantV)
+		if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil || rec.Code != http.StatusOK {
+			t.Fatalf("%s: %d %v %s", step, rec.Code, err, rec.Body.String())
+		}
+		if g, w := fmt.Sprint(got), fmt.Sprint(wantV); g != w {
+			t.Errorf("%s: list\n%s\nwant\n%s", step, g, w)
+		}
+		if strings.Contains(rec.Body.String(), "secret") {
+			t.Errorf("%s: an env value in the list", step)
+		}
+	}
+	check("first")
+	check("unchanged")
+	next := make([]*dtma.Instance, len(svc.list))
+	for i, inst := range svc.list {
+		next[i] = inst.Clone()
+	}
+	next[1].Status = dtma.StatusStopped
+	next[1].Observed.DockerStatus = dtma.DockerExited
+	next[2].Ports[0].HostPort = 32000
+	next[3].LastError = "boom"
+	next = append(next[:4], mk(9)) // row 4 gone, a new one
+	svc.list = next
+	check("changed")
+}

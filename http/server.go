@@ -69,6 +69,7 @@ type Server struct {
 	patterns map[string]bool // the registered "METHOD /path" patterns
 	methods  []string        // the methods they use, HEAD with GET, sorted
 	limiter  *authLimiter    // nil when the limit is off
+	rowCache rowCache        // this host's rows, encoded (list.go)
 }
 
 // LegacyEnvironment says which of the legacy agent's settings this agent

@@ -93,7 +93,11 @@ func (s *Server) handleV1List(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeList(w, list, "")
+	if len(r.URL.Query()) > 0 {
+		writeList(w, list, "") // a filtered few: the cache keeps the whole list
+		return
+	}
+	writeEncodedList(w, s.rowCache.encode(list))
 }
 
 func (s *Server) handleV1Fleet(w http.ResponseWriter, r *http.Request) {

@@ -151,11 +151,13 @@ func keyOf(inst *dtma.Instance) rowKey {
 func (c *rowCache) encode(list []*dtma.Instance) [][]byte {
 	keys := make([]rowKey, len(list))
 	out := make([][]byte, len(list))
+	fresh := make(map[string]cachedRow, len(list))
 	c.mu.Lock()
 	for i, inst := range list {
 		keys[i] = keyOf(inst)
 		if e, ok := c.rows[inst.ID]; ok && e.key == keys[i] && slices.Equal(e.ports, inst.Ports) && slices.Equal(e.requested, inst.Spec.Ports) {
 			out[i] = e.json
+			fresh[inst.ID] = e
 		}
 	}
 	c.mu.Unlock()
@@ -170,8 +172,10 @@ func (c *rowCache) encode(list []*dtma.Instance) [][]byte {
 		_ = enc.Encode(NewInstance(inst))
 		out[i] = bytes.TrimSuffix(append([]byte(nil), buf.Bytes()...), []byte("\n"))
 	}
-	fresh := make(map[string]cachedRow, len(list))
 	for i, inst := range list {
+		if _, hit := fresh[inst.ID]; hit {
+			continue
+		}
 		// Copies: the caller's slices may be changed in place later.
 		fresh[inst.ID] = cachedRow{key: keys[i], json: out[i],
 			ports: slices.Clone(inst.Ports), requested: slices.Clone(inst.Spec.Ports)}

@@ -39,6 +39,8 @@ func main() {
 		idle    = flag.Duration("idle", 20*time.Second, "how long registry writes are counted while idle")
 		burst   = flag.Int("burst", 200, "deploys of the concurrency row (0: skip it); measured once, at the first N")
 		seq     = flag.Int("seq", 20, "sequential deploys of the ratio row")
+		fleet   = flag.Int("fleet", 0, "instead: start this many agents on one PostgreSQL (fleet mode)")
+		per     = flag.Int("per-agent", 3, "fleet mode: instances each agent deploys")
 	)
 	flag.Parse()
 	var counts []int
@@ -57,6 +59,21 @@ func main() {
 		log.Fatalf("bench: %v", err)
 	}
 	defer b.cleanup()
+	if *fleet > 0 {
+		r, err := b.runFleet(ctx, *fleet, *per, *idle)
+		b.cleanup()
+		if err != nil {
+			log.Fatalf("bench: fleet: %v", err)
+		}
+		text := renderFleet(r)
+		fmt.Print(text)
+		if *out != "" {
+			if err := writeSection(*out, *section, b.header()+text); err != nil {
+				log.Fatalf("bench: %v", err)
+			}
+		}
+		return
+	}
 	var results []*result
 	for i, n := range counts {
 		r, err := b.run(ctx, n, *seq, map[bool]int{true: *burst}[i == 0], *idle)

@@ -485,3 +485,25 @@ func Main(m *testing.M, sh *Shared) {
 	sh.Close()
 	os.Exit(code)
 }
+
+// StartServer is Start for programs that are not tests (the bench
+// command): it initializes and starts a fresh server and returns it, or
+// the error; the caller must Close it.
+func StartServer() (*Server, error) { return start() }
+
+// RestartServer is Restart for programs that are not tests: a fast-mode
+// stop, then a start on the same port and data directory.
+func (s *Server) RestartServer() error {
+	s.mu.Lock()
+	s.signalLocked(syscall.SIGINT)
+	removed := s.removed
+	s.mu.Unlock()
+	if removed {
+		return errors.New("pgtest: restart of a closed server")
+	}
+	return s.startPostmaster()
+}
+
+// Exec runs one SQL statement in the postgres database, for programs that
+// configure the server (ALTER SYSTEM ...).
+func (s *Server) Exec(ctx context.Context, sql string) error { return s.exec(ctx, sql) }

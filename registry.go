@@ -10,6 +10,13 @@ type InstanceFilter struct {
 	AccountToolInstanceID *string
 	ContainerName         *string
 	AllHosts              bool
+	// AfterID and Limit page through the rows: when either is set, rows
+	// come in id order, only those whose id sorts after AfterID, at most
+	// Limit of them (0: no bound). Ids never change, so a walk page by
+	// page never returns a row twice nor skips one that existed
+	// throughout.
+	AfterID string
+	Limit   int
 }
 
 // Registry is the persistent record of managed instances, one row per

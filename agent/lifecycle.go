@@ -40,6 +40,27 @@ func (a *Agent) ListFleet(ctx context.Context) ([]*dtma.Instance, error) {
 	return list, nil
 }
 
+// ListFleetPage is ListFleet a page at a time: every host's rows in id
+// order whose id sorts after after ("" from the start), at most limit (0:
+// no bound), read from the registry with the bound applied there (a page
+// of a 10k-row fleet costs a page). EINVALID for a malformed after,
+// EUNAVAILABLE when the registry is down.
+func (a *Agent) ListFleetPage(ctx context.Context, after string, limit int) ([]*dtma.Instance, error) {
+	list, err := a.reg.FindInstances(ctx, dtma.InstanceFilter{AllHosts: true, AfterID: after, Limit: limit})
+	a.health.noteRegistry(err)
+	if err != nil {
+		return nil, fmt.Errorf("list fleet: %w", err)
+	}
+	for i, inst := range list {
+		if inst.HostID == a.hostID {
+			if v := a.view.get(inst.ID); v != nil {
+				list[i] = v
+			}
+		}
+	}
+	return list, nil
+}
+
 // resolveLocked finds ref and takes its instance lock, re-reading the
 // instance under the lock. The caller must call unlock.
 func (a *Agent) resolveLocked(ctx context.Context, ref string) (*dtma.Instance, func(), error) {

@@ -5,6 +5,7 @@ package http
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/url"
@@ -98,6 +99,31 @@ func page(list []*dtma.Instance, q url.Values) ([]*dtma.Instance, string, error)
 		return sorted, "", nil
 	}
 	return sorted[:limit], sorted[limit-1].ID, nil
+}
+
+// fleetPager is implemented by a service that reads one page of the
+// fleet list from the registry (agent.Agent); others are paged in memory
+// by page.
+type fleetPager interface {
+	ListFleetPage(ctx context.Context, after string, limit int) ([]*dtma.Instance, error)
+}
+
+// fleetPage answers one page through the service's fleetPager: it asks
+// for one row more than limit to know whether a next page exists.
+func fleetPage(ctx context.Context, p fleetPager, q url.Values) ([]*dtma.Instance, string, error) {
+	limit, _ := strconv.Atoi(q.Get("limit")) // checked by page
+	ask := limit
+	if limit > 0 {
+		ask = limit + 1
+	}
+	list, err := p.ListFleetPage(ctx, q.Get("cursor"), ask)
+	if err != nil {
+		return nil, "", err
+	}
+	if limit > 0 && len(list) > limit {
+		return list[:limit], list[limit-1].ID, nil
+	}
+	return list, "", nil
 }
 
 // writeList answers a list with its next cursor, if any.

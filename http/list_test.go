@@ -41,13 +41,40 @@ func (f *fleetService) add(n int) {
 	}
 }
 
+// pagingFleet is a fleetService that pages itself (as the agent does, in
+// the registry).
+type pagingFleet struct{ *fleetService }
+
+func (p pagingFleet) ListFleetPage(ctx context.Context, after string, limit int) ([]*dtma.Instance, error) {
+	all, _ := p.ListFleet(ctx)
+	sort.Slice(all, func(i, j int) bool { return all[i].ID < all[j].ID })
+	var out []*dtma.Instance
+	for _, inst := range all {
+		if inst.ID > after && (limit == 0 || len(out) < limit) {
+			out = append(out, inst)
+		}
+	}
+	return out, nil
+}
+
 // The fleet list pages by cursor: while rows are added and removed between
 // pages, no row is returned twice, and every row that existed from the
-// first page to the last is returned once.
+// first page to the last is returned once — paged in memory or by the
+// service.
 func TestFleetCursorPagination(t *testing.T) {
-	svc := &fleetService{rows: map[string]*dtma.Instance{}}
+	t.Run("in memory", func(t *testing.T) {
+		svc := &fleetService{rows: map[string]*dtma.Instance{}}
+		testFleetPages(t, svc, svc)
+	})
+	t.Run("by the service", func(t *testing.T) {
+		svc := &fleetService{rows: map[string]*dtma.Instance{}}
+		testFleetPages(t, svc, pagingFleet{svc})
+	})
+}
+
+func testFleetPages(t *testing.T, svc *fleetService, served dtma.InstanceService) {
 	svc.add(230)
-	h := (&Server{Service: svc, Tokens: []string{"tok"}, AuthFailureLimit: -1}).Handler()
+	h := (&Server{Service: served, Tokens: []string{"tok"}, AuthFailureLimit: -1}).Handler()
 	get := func(path string) (int, InstanceList, string) {
 		req := httptest.NewRequest("GET", path, nil)
 		req.Header.Set("Authorization", "Bearer tok")

@@ -106,9 +106,12 @@ func (s *Server) handleV1Fleet(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	list, err := s.Service.ListFleet(r.Context())
+	var list []*dtma.Instance
 	var next string
-	if err == nil {
+	var err error
+	if p, ok := s.Service.(fleetPager); ok && (q.Get("limit") != "" || q.Get("cursor") != "") {
+		list, next, err = fleetPage(r.Context(), p, q)
+	} else if list, err = s.Service.ListFleet(r.Context()); err == nil {
 		list, next, err = page(list, q)
 	}
 	if err != nil {

@@ -286,11 +286,25 @@ func (r *Registry) FindInstances(ctx context.Context, filter dtma.InstanceFilter
 	if filter.ContainerName != nil {
 		add("container_name = $%d", *filter.ContainerName)
 	}
+	paged := filter.AfterID != "" || filter.Limit > 0
+	if filter.AfterID != "" {
+		if !dtma.IsUUID(filter.AfterID) {
+			return nil, dtma.FieldErrorf(dtma.EINVALID, "cursor", "not a cursor this list gave out")
+		}
+		add("id > $%d", strings.ToLower(filter.AfterID))
+	}
 	sql := "SELECT " + selectColumns + " FROM dtma_container_registry"
 	if len(where) > 0 {
 		sql += " WHERE " + strings.Join(where, " AND ")
 	}
-	sql += " ORDER BY created_at, name, host_id, id"
+	if paged {
+		sql += " ORDER BY id"
+		if filter.Limit > 0 {
+			sql += " LIMIT " + strconv.Itoa(filter.Limit)
+		}
+	} else {
+		sql += " ORDER BY created_at, name, host_id, id"
+	}
 
 	var out []*dtma.Instance
 	err := r.do(ctx, "find instances", func(ctx context.Context) error {

@@ -3,6 +3,7 @@ package registrytest
 import (
 	"context"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -271,6 +272,16 @@ func (r *Memory) find(f dtma.InstanceFilter) []*dtma.Instance {
 			match(f.ContainerName, row.ContainerName) {
 			out = append(out, row.Clone())
 		}
+	}
+	if f.AfterID != "" || f.Limit > 0 {
+		sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+		after := strings.ToLower(f.AfterID)
+		start := sort.Search(len(out), func(i int) bool { return out[i].ID > after })
+		out = out[start:]
+		if f.Limit > 0 && len(out) > f.Limit {
+			out = out[:f.Limit]
+		}
+		return out
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {

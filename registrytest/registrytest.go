@@ -95,6 +95,7 @@ func Run(t *testing.T, open func(t *testing.T, hostID string) dtma.Registry) {
 		{"FindInstanceByIDNotFound", s.testFindByIDNotFound},
 		{"FindInstancesFilters", s.testFindInstancesFilters},
 		{"FindInstancesOrder", s.testFindInstancesOrder},
+		{"FindInstancesPages", s.testFindInstancesPages},
 		{"ConcurrentCreateDistinct", s.testConcurrentCreateDistinct},
 		{"ConcurrentCreateSameName", s.testConcurrentCreateSameName},
 		{"ReturnsCopies", s.testReturnsCopies},
@@ -739,6 +740,75 @@ func (s *suite) testFindInstancesFilters(t *testing.T) {
 		for i := range got {
 			assertEqual(t, got[i], tt.want[i])
 		}
+	}
+}
+
+// testFindInstancesPages: AfterID and Limit walk every host's rows in id
+// order, a page at a time; rows added and removed between pages never
+// make a row come twice or one that stayed go missing.
+func (s *suite) testFindInstancesPages(t *testing.T) {
+	ctx := context.Background()
+	a, b := s.open(t, HostA), s.open(t, HostB)
+	stayed := map[string]bool{}
+	var victims []string
+	for i := 0; i < 23; i++ {
+		r := a
+		if i%3 == 0 {
+			r = b
+		}
+		inst := NewInstance(fmt.Sprintf("page-%02d", i))
+		if err := r.CreateInstance(ctx, inst); err != nil {
+			t.Fatalf("CreateInstance: %v", err)
+		}
+		if i%5 == 4 && r == a {
+			victims = append(victims, inst.ID)
+		} else {
+			stayed[inst.ID] = true
+		}
+	}
+	seen := map[string]int{}
+	after := ""
+	for pages := 0; ; pages++ {
+		if pages > 50 {
+			t.Fatalf("no end to the pages")
+		}
+		got := mustFindAll(t, a, dtma.InstanceFilter{AllHosts: true, AfterID: after, Limit: 4})
+		if len(got) > 4 {
+			t.Fatalf("page of %d rows, limit 4", len(got))
+		}
+		for i, inst := range got {
+			seen[inst.ID]++
+			if inst.ID <= after || (i > 0 && inst.ID <= got[i-1].ID) {
+				t.Errorf("page not in id order after %q: %s", after, inst.ID)
+			}
+		}
+		if len(got) < 4 {
+			break
+		}
+		after = got[len(got)-1].ID
+		// Between pages: a row goes, another comes.
+		if len(victims) > 0 {
+			if err := a.DeleteInstance(ctx, victims[0]); err != nil {
+				t.Fatalf("DeleteInstance: %v", err)
+			}
+			victims = victims[1:]
+		}
+		if err := b.CreateInstance(ctx, NewInstance(fmt.Sprintf("late-%02d", pages))); err != nil {
+			t.Fatalf("CreateInstance: %v", err)
+		}
+	}
+	for id, n := range seen {
+		if n != 1 {
+			t.Errorf("row %s returned %d times", id, n)
+		}
+	}
+	for id := range stayed {
+		if seen[id] != 1 {
+			t.Errorf("row %s, there throughout, returned %d times", id, seen[id])
+		}
+	}
+	if got := mustFindAll(t, a, dtma.InstanceFilter{Limit: 2}); len(got) != 2 || got[0].HostID != HostA || got[0].ID >= got[1].ID {
+		t.Errorf("one host's first page of 2: %d rows", len(got))
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -274,11 +275,22 @@ func (r *Registry) FindInstances(ctx context.Context, filter dtma.InstanceFilter
 	if filter.ContainerName != nil {
 		add("container_name = ?", *filter.ContainerName)
 	}
+	paged := filter.AfterID != "" || filter.Limit > 0
+	if filter.AfterID != "" {
+		add("id > ?", strings.ToLower(filter.AfterID))
+	}
 	q := `SELECT ` + columns + ` FROM ` + table
 	if len(where) > 0 {
 		q += ` WHERE ` + strings.Join(where, " AND ")
 	}
-	q += ` ORDER BY created_at, name`
+	if paged {
+		q += ` ORDER BY id`
+		if filter.Limit > 0 {
+			q += ` LIMIT ` + strconv.Itoa(filter.Limit)
+		}
+	} else {
+		q += ` ORDER BY created_at, name`
+	}
 
 	rows, err := r.r.QueryContext(ctx, q, args...)
 	if err != nil {

@@ -44,10 +44,15 @@ func (s *Server) handleV1Deploy(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	mcp, err := body.MCP.spec()
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	inst, created, err := s.Service.Deploy(r.Context(), dtma.DeployRequest{
 		Name:                  body.Name,
 		AccountToolInstanceID: body.AccountToolInstanceID,
-		Spec:                  dtma.Spec{Image: body.Image, Env: body.Env, Ports: body.Ports, Limits: limits},
+		Spec:                  dtma.Spec{Image: body.Image, Env: body.Env, Ports: body.Ports, Limits: limits, MCP: mcp},
 		PullPolicy:            dtma.PullPolicy(body.PullPolicy),
 	})
 	if err != nil {

@@ -39,6 +39,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/agentopia/dtma"
@@ -47,6 +48,15 @@ import (
 // DefaultMaxMessageBytes is the default limit on one MCP message in either
 // direction.
 const DefaultMaxMessageBytes = 4 << 20
+
+// The bridge speaks the session-based protocol revisions on both sides: its
+// forwarding (one server session, notifications routed per HTTP session)
+// is built on sessions, which the 2026-07-28 revision (SEP-2575,
+// stateless) removes. Clients that ask for it are answered with the newest
+// session revision, as the lifecycle spec says.
+const sessionProtocol = "2025-11-25"
+
+var frontProtocols = []string{"2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"}
 
 // Config configures a Bridge.
 type Config struct {
@@ -117,9 +127,11 @@ type generation struct {
 	names    map[string]map[string]bool // feature -> names on the front server
 	seq      atomic.Uint64
 	reinit   atomic.Bool
+	log      *slog.Logger
 }
 
 type progressRoute struct {
+	ctx   context.Context // the HTTP request's: notifications go on its stream
 	ss    *mcp.ServerSession
 	token any
 }
@@ -220,17 +232,19 @@ func (b *Bridge) runOnce(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("attach: %w", err)
 	}
-	g := &generation{since: time.Now(), inflight: map[*mcp.ServerSession]int{}, progress: map[string]progressRoute{}, names: map[string]map[string]bool{}}
-	tr := &stdioTransport{rwc: rwc, max: b.cfg.MaxMessageBytes, log: b.log, stats: &b.stats, reinit: func() { g.reinit.Store(true) }}
+	g := &generation{since: time.Now(), inflight: map[*mcp.ServerSession]int{}, progress: map[string]progressRoute{}, names: map[string]map[string]bool{}, log: b.log}
+	tr := &stdioTransport{rwc: rwc, max: b.cfg.MaxMessageBytes, log: b.log, stats: &b.stats, reinit: func() { g.reinit.Store(true) }, intercept: g.interceptProgress}
 	client := mcp.NewClient(&mcp.Implementation{Name: "dtma-mcp-bridge", Version: "1"}, &mcp.ClientOptions{
-		Capabilities:                &mcp.ClientCapabilities{Sampling: &mcp.SamplingCapabilities{}, Elicitation: &mcp.ElicitationCapabilities{}},
-		CreateMessageHandler:        g.createMessage,
-		ElicitationHandler:          g.elicit,
-		ProgressNotificationHandler: g.forwardProgress,
-		LoggingMessageHandler:       g.forwardLog,
-		ToolListChangedHandler:      func(ctx context.Context, _ *mcp.ToolListChangedRequest) { b.syncAsync(g, "tools") },
-		PromptListChangedHandler:    func(ctx context.Context, _ *mcp.PromptListChangedRequest) { b.syncAsync(g, "prompts") },
-		ResourceListChangedHandler:  func(ctx context.Context, _ *mcp.ResourceListChangedRequest) { b.syncAsync(g, "resources") },
+		Capabilities:          &mcp.ClientCapabilities{Sampling: &mcp.SamplingCapabilities{}, Elicitation: &mcp.ElicitationCapabilities{}},
+		CreateMessageHandler:  g.createMessage,
+		ElicitationHandler:    g.elicit,
+		LoggingMessageHandler: g.forwardLog,
+		ToolListChangedHandler: func(ctx context.Context, _ *mcp.ToolListChangedRequest) {
+			b.log.Debug("server tools changed")
+			b.syncAsync(g, "tools")
+		},
+		PromptListChangedHandler:   func(ctx context.Context, _ *mcp.PromptListChangedRequest) { b.syncAsync(g, "prompts") },
+		ResourceListChangedHandler: func(ctx context.Context, _ *mcp.ResourceListChangedRequest) { b.syncAsync(g, "resources") },
 		ResourceUpdatedHandler: func(ctx context.Context, r *mcp.ResourceUpdatedNotificationRequest) {
 			if f := g.getFront(); f != nil {
 				_ = f.ResourceUpdated(ctx, r.Params)
@@ -238,7 +252,7 @@ func (b *Bridge) runOnce(ctx context.Context) (err error) {
 		},
 	})
 	cctx, ccancel := context.WithTimeout(actx, 30*time.Second)
-	cs, err := client.Connect(cctx, tr, nil)
+	cs, err := client.Connect(cctx, tr, &mcp.ClientSessionOptions{ProtocolVersion: sessionProtocol})
 	ccancel()
 	if err != nil {
 		rwc.Close()
@@ -256,7 +270,9 @@ func (b *Bridge) runOnce(ctx context.Context) (err error) {
 		}
 	}
 	if caps := b.serverCaps(g); caps.Logging != nil {
-		_ = cs.SetLoggingLevel(actx, &mcp.SetLoggingLevelParams{Level: "debug"})
+		if err := cs.SetLoggingLevel(actx, &mcp.SetLoggingLevelParams{Level: "debug"}); err != nil {
+			b.log.Debug("server refused logging/setLevel", "err", err)
+		}
 	}
 	g.handler = mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return g.front }, &mcp.StreamableHTTPOptions{
 		Logger:              b.log,
@@ -267,7 +283,7 @@ func (b *Bridge) runOnce(ctx context.Context) (err error) {
 	b.mu.Lock()
 	b.gen, b.lastErr = g, ""
 	b.mu.Unlock()
-	b.log.Info("mcp bridge attached")
+	b.log.Info("mcp bridge attached", "protocol", cs.InitializeResult().ProtocolVersion)
 
 	waitErr := make(chan error, 1)
 	go func() { waitErr <- cs.Wait() }()
@@ -321,7 +337,7 @@ func (b *Bridge) newFront(g *generation) *mcp.Server {
 	if up.Resources != nil {
 		caps.Resources = &mcp.ResourceCapabilities{ListChanged: true, Subscribe: up.Resources.Subscribe}
 	}
-	opts := &mcp.ServerOptions{Instructions: instructions, Capabilities: caps, Logger: b.log}
+	opts := &mcp.ServerOptions{Instructions: instructions, Capabilities: caps, Logger: b.log, SupportedProtocolVersions: frontProtocols}
 	if up.Completions != nil {
 		opts.CompletionHandler = func(ctx context.Context, req *mcp.CompleteRequest) (*mcp.CompleteResult, error) {
 			defer g.enter(req.Session)()
@@ -400,7 +416,7 @@ func (g *generation) elicit(ctx context.Context, req *mcp.ElicitRequest) (*mcp.E
 
 // withProgress rewrites a request's progress token to one of the bridge's
 // own and routes the server's progress for it to ss; done forgets it.
-func (g *generation) withProgress(ss *mcp.ServerSession, meta mcp.Meta) (mcp.Meta, func()) {
+func (g *generation) withProgress(ctx context.Context, ss *mcp.ServerSession, meta mcp.Meta) (mcp.Meta, func()) {
 	tok, ok := meta["progressToken"]
 	if !ok || tok == nil {
 		return meta, func() {}
@@ -412,7 +428,7 @@ func (g *generation) withProgress(ss *mcp.ServerSession, meta mcp.Meta) (mcp.Met
 	}
 	out["progressToken"] = own
 	g.mu.Lock()
-	g.progress[own] = progressRoute{ss: ss, token: tok}
+	g.progress[own] = progressRoute{ctx: ctx, ss: ss, token: tok}
 	g.mu.Unlock()
 	return out, func() {
 		g.mu.Lock()
@@ -421,26 +437,41 @@ func (g *generation) withProgress(ss *mcp.ServerSession, meta mcp.Meta) (mcp.Met
 	}
 }
 
-func (g *generation) forwardProgress(ctx context.Context, req *mcp.ProgressNotificationClientRequest) {
-	p := req.Params
+// interceptProgress forwards a progress notification to the session of the
+// request that carries its token (consumed: the SDK client never sees it);
+// one for no request in flight is dropped.
+func (g *generation) interceptProgress(msg jsonrpc.Message) bool {
+	req, ok := msg.(*jsonrpc.Request)
+	if !ok || req.IsCall() || req.Method != "notifications/progress" {
+		return false
+	}
+	var p mcp.ProgressNotificationParams
+	if json.Unmarshal(req.Params, &p) != nil {
+		return true
+	}
 	g.mu.Lock()
 	route, ok := g.progress[fmt.Sprint(p.ProgressToken)]
 	g.mu.Unlock()
 	if !ok {
-		return // a token of no request in flight: dropped
+		return true // a token of no request in flight: dropped
 	}
-	np := *p
-	np.ProgressToken = route.token
-	_ = route.ss.NotifyProgress(ctx, &np)
+	p.ProgressToken = route.token
+	if err := route.ss.NotifyProgress(route.ctx, &p); err != nil {
+		g.log.Debug("progress notification not delivered", "err", err)
+	}
+	return true
 }
 
 func (g *generation) forwardLog(ctx context.Context, req *mcp.LoggingMessageRequest) {
 	f := g.getFront()
+	g.log.Debug("server log message", "front", f != nil)
 	if f == nil {
 		return
 	}
 	for ss := range f.Sessions() {
-		_ = ss.Log(ctx, req.Params)
+		if err := ss.Log(ctx, req.Params); err != nil {
+			g.log.Debug("log message not delivered", "session", ss.ID(), "err", err)
+		}
 	}
 }
 
@@ -461,6 +492,7 @@ func (b *Bridge) syncAsync(g *generation, what string) {
 		if err := b.sync(ctx, g, what); err != nil {
 			b.log.Warn("mcp bridge could not refresh the server's list", "list", what, "err", err)
 		}
+		b.log.Debug("list refreshed", "list", what)
 	}()
 }
 
@@ -566,7 +598,7 @@ func (b *Bridge) addTool(g *generation, t *mcp.Tool) {
 	name := t.Name
 	g.front.AddTool(t, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 		defer g.enter(req.Session)()
-		meta, done := g.withProgress(req.Session, req.Params.Meta)
+		meta, done := g.withProgress(ctx, req.Session, req.Params.Meta)
 		defer done()
 		return g.cs.CallTool(ctx, &mcp.CallToolParams{Meta: meta, Name: name, Arguments: req.Params.Arguments})
 	})

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -64,6 +66,9 @@ func newFixture(t *testing.T, env map[string]string) *fixture {
 func (f *fixture) bridge(t *testing.T, cfg mcpbridge.Config) (*mcpbridge.Bridge, string) {
 	t.Helper()
 	cfg.Instance = t.Name()
+	if os.Getenv("MCPBRIDGE_TEST_LOG") != "" {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	cfg.Attach = func(ctx context.Context) (io.ReadWriteCloser, error) { return f.rt.Attach(ctx, f.id, nil) }
 	b := mcpbridge.New(cfg)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

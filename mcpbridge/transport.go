@@ -32,6 +32,11 @@ type stdioTransport struct {
 	// reinit is set when the server refused initialize as a duplicate: the
 	// bridge then probes the features by listing them.
 	reinit func()
+	// intercept, when set, sees every message read before the SDK does
+	// and consumes it by returning true. Progress notifications are
+	// forwarded this way, in the reading goroutine, so that they reach
+	// the HTTP stream before the answer they precede.
+	intercept func(jsonrpc.Message) bool
 }
 
 // Connect implements mcp.Transport.
@@ -67,9 +72,6 @@ func (c *stdioConn) Read(ctx context.Context) (jsonrpc.Message, error) {
 			if m := idPattern.FindSubmatch(tooLong); m != nil {
 				var raw any
 				if json.Unmarshal(m[1], &raw) == nil {
-					if f, ok := raw.(float64); ok {
-						raw = int64(f)
-					}
 					if id, err := jsonrpc.MakeID(raw); err == nil {
 						c.t.log.Warn("mcp server message over the bridge's limit answered with an error", "limit_bytes", c.t.max)
 						return &jsonrpc.Response{ID: id, Error: &jsonrpc.Error{Code: jsonrpc.CodeInternalError,
@@ -94,6 +96,9 @@ func (c *stdioConn) Read(ctx context.Context) (jsonrpc.Message, error) {
 		}
 		c.t.stats.msgsIn.Add(1)
 		c.t.stats.bytesIn.Add(uint64(len(line)))
+		if c.t.intercept != nil && c.t.intercept(msg) {
+			continue
+		}
 		if res, ok := msg.(*jsonrpc.Response); ok {
 			c.mu.Lock()
 			isInit := c.initID.IsValid() && res.ID == c.initID

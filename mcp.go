@@ -1,6 +1,7 @@
 package dtma
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
@@ -140,3 +141,43 @@ func (s StdioImages) Match(image string) bool {
 // public returns m without the token hash: what may go into the spec hash
 // and labels.
 func (m MCP) public() MCP { m.TokenHash = ""; return m }
+
+// MCPBridgeTarget is what the agent asks of a stdio instance's bridge.
+type MCPBridgeTarget struct {
+	InstanceID  string
+	Name        string // for logs
+	ContainerID string // attached to; a new id (recreate) re-attaches
+	HostIP      string // "" = all interfaces
+	Port        int    // host port the bridge listens on
+	TokenHash   string // MCP.TokenHash
+}
+
+// MCPBridgeStatus is a bridge's state, for health and metrics.
+type MCPBridgeStatus struct {
+	Port         int
+	Attached     bool   // the session to the server is up
+	Sessions     int    // HTTP sessions open
+	Attaches     uint64 // attaches so far (re-attaches after restarts included)
+	MessagesIn   uint64 // from the server
+	MessagesOut  uint64 // to the server
+	BytesIn      uint64
+	BytesOut     uint64
+	SkippedLines uint64 // non-JSON lines the server printed
+	Errors       uint64
+	LastError    string
+}
+
+// MCPBridges runs the agent's stdio bridges, one per running stdio
+// instance (implementation: mcpbridge.Host). Safe for concurrent use.
+type MCPBridges interface {
+	// Ensure makes sure the instance's bridge listens on the target's
+	// host port and is attached (or attaching) to its container: a new
+	// container id or a detached bridge attaches again at once. An error
+	// means the port cannot be listened on.
+	Ensure(ctx context.Context, t MCPBridgeTarget) error
+	// Stop closes the instance's bridge, its listener and its sessions;
+	// none is fine.
+	Stop(instanceID string)
+	// Status returns the bridge's state; ok is false when there is none.
+	Status(instanceID string) (s MCPBridgeStatus, ok bool)
+}

@@ -154,7 +154,7 @@ func (s Spec) LegacyHash() string {
 // MCP transport and token. It is
 // how a re-deploy is told identical (Hash leaves env values out).
 func (s Spec) Equal(o Spec) bool {
-	if s.Image != o.Image || len(s.Env) != len(o.Env) || s.Limits != o.Limits || s.MCP != o.MCP {
+	if s.Image != o.Image || len(s.Env) != len(o.Env) || s.Limits != o.Limits || s.MCP.identity() != o.MCP.identity() {
 		return false
 	}
 	for k, v := range s.Env {

@@ -42,6 +42,11 @@ type MCP struct {
 	// token (v1 `mcp.token`, write-only): a stdio bridge then requires
 	// `Authorization: Bearer <token>`. The token itself is never stored.
 	TokenHash string `json:"token_sha256,omitempty"`
+	// BridgePort is the host port the agent allocated for a stdio
+	// instance's bridge: resolved state (like Instance.Ports), kept here so
+	// that it is stored with the spec and recreates keep it. Never set by
+	// a caller; not part of Equal, Diff or Hash.
+	BridgePort int `json:"bridge_port,omitempty"`
 }
 
 // IsStdio reports whether the instance is bridged by the agent.
@@ -71,7 +76,7 @@ const MinMCPTokenLen = 16
 func (m *MCP) normalize() {
 	m.Transport = MCPTransport(strings.ToLower(strings.TrimSpace(string(m.Transport))))
 	m.Path = strings.TrimSpace(m.Path)
-	if m.Transport == "" || (m.Transport == MCPNone && m.Path == "" && m.Port == 0 && m.TokenHash == "") {
+	if m.Transport == "" || (m.Transport == MCPNone && m.Path == "" && m.Port == 0 && m.TokenHash == "" && m.BridgePort == 0) {
 		*m = MCP{}
 	}
 }
@@ -138,9 +143,13 @@ func (s StdioImages) Match(image string) bool {
 	return false
 }
 
-// public returns m without the token hash: what may go into the spec hash
-// and labels.
-func (m MCP) public() MCP { m.TokenHash = ""; return m }
+// public returns m without the token hash and the bridge port: what may
+// go into the spec hash and labels.
+func (m MCP) public() MCP { m.TokenHash, m.BridgePort = "", 0; return m }
+
+// identity returns m without the bridge port (resolved state): what Equal
+// compares.
+func (m MCP) identity() MCP { m.BridgePort = 0; return m }
 
 // MCPBridgeTarget is what the agent asks of a stdio instance's bridge.
 type MCPBridgeTarget struct {

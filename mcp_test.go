@@ -39,6 +39,11 @@ func TestMCPLeavesOldSpecsAlone(t *testing.T) {
 	if d := st.Diff(tok); len(d) != 1 || d[0] != "mcp token differs" {
 		t.Fatalf("diff = %v", d)
 	}
+	bp := tok
+	bp.MCP.BridgePort = 31005
+	if !bp.Equal(tok) || bp.Hash() != tok.Hash() || len(bp.Diff(tok)) != 0 {
+		t.Fatalf("the bridge port (resolved state) changed the spec's identity")
+	}
 	if !CheckMCPToken(tok.MCP.TokenHash, "0123456789abcdef") || CheckMCPToken(tok.MCP.TokenHash, "0123456789abcdeX") {
 		t.Fatalf("CheckMCPToken")
 	}

@@ -19,6 +19,10 @@ import (
 // deploy leaves nothing behind; a crash at any point leaves a row the
 // reconciler finishes (see docs/ARCHITECTURE.md).
 func (a *Agent) Deploy(ctx context.Context, req dtma.DeployRequest) (*dtma.Instance, bool, error) {
+	if req.Spec.MCP.Transport == "" && a.cfg.StdioImages.Match(strings.TrimSpace(req.Spec.Image)) {
+		// The operator's default for the image; an explicit "none" wins.
+		req.Spec.MCP.Transport = dtma.MCPStdio
+	}
 	req.Normalize()
 	if err := req.Validate(); err != nil {
 		return nil, false, err
@@ -59,6 +63,12 @@ func (a *Agent) Deploy(ctx context.Context, req dtma.DeployRequest) (*dtma.Insta
 	if err != nil {
 		a.createMu.Unlock()
 		return nil, false, err
+	}
+	if req.Spec.MCP.IsStdio() {
+		if req.Spec.MCP.BridgePort, err = a.allocBridgePort(view, ports); err != nil {
+			a.createMu.Unlock()
+			return nil, false, err
+		}
 	}
 	inst := &dtma.Instance{
 		ID:                    dtma.NewUUID(),
@@ -241,6 +251,7 @@ func (a *Agent) createContainer(ctx context.Context, inst *dtma.Instance) (strin
 			Labels: a.labelsFor(inst),
 			Limits: limits,
 			CapAdd: caps,
+			Stdio:  inst.Spec.MCP.IsStdio(),
 		}
 		id, err := a.rt.CreateContainer(ctx, cfg)
 		if err == nil {

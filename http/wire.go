@@ -288,11 +288,18 @@ type MCP struct {
 	Path      string `json:"path,omitempty"`
 	Port      int    `json:"port,omitempty"`
 	TokenSet  bool   `json:"token_set"`
+	// BridgePort is the host port a stdio instance's bridge serves MCP
+	// Streamable HTTP on, at Path (/mcp), on the agent's default host IP.
+	BridgePort int `json:"bridge_port,omitempty"`
 }
 
 func toMCP(m dtma.MCP) *MCP {
 	if m == (dtma.MCP{}) {
 		return nil
 	}
-	return &MCP{Transport: string(m.Transport), Path: m.Path, Port: m.Port, TokenSet: m.TokenHash != ""}
+	out := &MCP{Transport: string(m.Transport), Path: m.Path, Port: m.Port, TokenSet: m.TokenHash != "", BridgePort: m.BridgePort}
+	if m.IsStdio() {
+		out.Path = dtma.MCPBridgePath
+	}
+	return out
 }

@@ -12,8 +12,8 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"github.com/agentopia/dtma/internal/dockertest"
 	dtmahttp "github.com/agentopia/dtma/http"
+	"github.com/agentopia/dtma/internal/dockertest"
 )
 
 const stdioToken = "stdio-bridge-token-0123456789"

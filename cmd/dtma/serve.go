@@ -17,9 +17,9 @@ import (
 	"github.com/agentopia/dtma"
 	"github.com/agentopia/dtma/agent"
 	"github.com/agentopia/dtma/docker"
-	"github.com/agentopia/dtma/mcpbridge"
 	"github.com/agentopia/dtma/heartbeat"
 	dtmahttp "github.com/agentopia/dtma/http"
+	"github.com/agentopia/dtma/mcpbridge"
 	"github.com/agentopia/dtma/procfs"
 	"github.com/spf13/cobra"
 )

@@ -25,6 +25,8 @@
 // capability: a container's filesystem is not the client's).
 package mcpbridge
 
+//lint:file-ignore SA1019 logging and sampling are deprecated only in the sessionless 2026-07-28 revision; the bridge speaks the session revisions, where MCP stdio servers use them, and the issue asks for them to be forwarded
+
 import (
 	"context"
 	"encoding/json"

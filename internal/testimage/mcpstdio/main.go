@@ -13,6 +13,8 @@
 // name. Env MCPSTDIO_GARBAGE=1 writes a non-JSON line at start.
 package main
 
+//lint:file-ignore SA1019 logging and sampling are deprecated only in the sessionless 2026-07-28 revision; the bridge speaks the session revisions, where MCP stdio servers use them, and the issue asks for them to be forwarded
+
 import (
 	"context"
 	"fmt"

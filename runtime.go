@@ -24,6 +24,7 @@ const (
 	LabelEnvNames   = "dtma.env-names"                // comma-separated env names (never values)
 	LabelPorts      = "dtma.ports"                    // JSON of the requested Spec.Ports
 	LabelLimits     = "dtma.limits"                   // JSON of Spec.Limits, only when set
+	LabelMCP        = "dtma.mcp"                      // JSON of Spec.MCP (token hash, bridge port), only when set
 )
 
 // IsReservedLabel reports whether k is one of DTMA's own label keys: they

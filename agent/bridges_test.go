@@ -124,3 +124,26 @@ func TestStdioBridgeFollowsRows(t *testing.T) {
 		t.Fatalf("an explicit none was overridden: %+v, %v", none.Spec.MCP, err)
 	}
 }
+
+// TestStdioAdoptedFromLabels: a stdio instance's row rebuilt from its
+// container's labels (registry lost) keeps its transport, bridge port and
+// token hash, so the bridge comes back as it was, protected as it was.
+func TestStdioAdoptedFromLabels(t *testing.T) {
+	b := newBed(t)
+	a := b.open()
+	spec := testSpec()
+	spec.MCP = dtma.MCP{Transport: dtma.MCPStdio, TokenHash: dtma.HashMCPToken("0123456789abcdef-token")}
+	inst, _, err := a.Deploy(b.ctx, dtma.DeployRequest{Name: "stdio", Spec: spec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.reg.DeleteInstance(b.ctx, inst.ID); err != nil {
+		t.Fatal(err)
+	}
+	b.open()
+	b.relist()
+	r := b.mustRow("stdio")
+	if r.Spec.MCP != inst.Spec.MCP || r.SpecHash != inst.SpecHash {
+		t.Fatalf("adopted mcp %+v (hash %s), want %+v (hash %s)", r.Spec.MCP, r.SpecHash, inst.Spec.MCP, inst.SpecHash)
+	}
+}

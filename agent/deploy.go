@@ -177,6 +177,14 @@ func (a *Agent) labelsFor(inst *dtma.Instance) map[string]string {
 		b, _ := json.Marshal(inst.Spec.Limits)
 		l[dtma.LabelLimits] = string(b)
 	}
+	if inst.Spec.MCP != (dtma.MCP{}) {
+		// With the token's SHA-256 and the bridge port, so that a row
+		// rebuilt from labels keeps its bridge and its protection. The
+		// hash tells a label reader nothing useful: whoever can read
+		// labels can attach to the container's stdio directly.
+		b, _ := json.Marshal(inst.Spec.MCP)
+		l[dtma.LabelMCP] = string(b)
+	}
 	return l
 }
 

@@ -190,3 +190,15 @@ type MCPBridges interface {
 	// Status returns the bridge's state; ok is false when there is none.
 	Status(instanceID string) (s MCPBridgeStatus, ok bool)
 }
+
+// PublishedPorts returns the instance's resolved ports and, for a stdio
+// instance, its bridge's host port as one more tcp port with container
+// port 0 (the agent serves it, not the container): what the legacy status
+// and the heartbeat show as where the tool is reached.
+func (i *Instance) PublishedPorts() []Port {
+	out := append([]Port(nil), i.Ports...)
+	if i.Spec.MCP.IsStdio() && i.Spec.MCP.BridgePort != 0 {
+		out = append(out, Port{ContainerPort: 0, Protocol: "tcp", HostPort: i.Spec.MCP.BridgePort})
+	}
+	return out
+}

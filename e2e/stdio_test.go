@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -97,6 +98,11 @@ func TestStdioBridge(t *testing.T) {
 		}
 		if got, err := mcpEcho(cs, "through the agent"); err != nil || got != "through the agent" {
 			t.Errorf("echo: %q, %v", got, err)
+		}
+		// The legacy status shows the bridge's port like a published port.
+		body := string(a.Expect(200, "GET", "/tools/stdio-tool/status", nil).Body)
+		if !strings.Contains(body, `"public_port":`+strconv.Itoa(inst.MCP.BridgePort)) {
+			t.Errorf("legacy status does not show the bridge port %d: %s", inst.MCP.BridgePort, body)
 		}
 		if _, err := mcpConnect(url, "", nil); err == nil {
 			t.Errorf("a session without the instance's token was opened")

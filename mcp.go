@@ -202,3 +202,9 @@ func (i *Instance) PublishedPorts() []Port {
 	}
 	return out
 }
+
+// MCPBridgeReporter is implemented by a service that runs stdio bridges
+// (agent.Agent): the HTTP face reads their state for metrics and health.
+type MCPBridgeReporter interface {
+	BridgeStatus(instanceID string) (MCPBridgeStatus, bool)
+}

@@ -104,6 +104,12 @@ func TestStdioBridge(t *testing.T) {
 		if !strings.Contains(body, `"public_port":`+strconv.Itoa(inst.MCP.BridgePort)) {
 			t.Errorf("legacy status does not show the bridge port %d: %s", inst.MCP.BridgePort, body)
 		}
+		metrics := string(a.Expect(200, "GET", "/metrics", nil).Body)
+		for _, want := range []string{`dtma_mcp_bridge_up{instance_id="` + inst.ID + `",instance="stdio-tool"} 1`, `dtma_mcp_bridge_sessions{`, `dtma_mcp_bridge_messages_total{`} {
+			if !strings.Contains(metrics, want) {
+				t.Errorf("metrics lack %s", want)
+			}
+		}
 		if _, err := mcpConnect(url, "", nil); err == nil {
 			t.Errorf("a session without the instance's token was opened")
 		}

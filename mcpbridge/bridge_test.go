@@ -461,3 +461,25 @@ func TestBridgeAccess(t *testing.T) {
 }
 
 var _ = errors.New
+
+// TestBridgeSampling: a server's sampling request made while serving a
+// call goes to the session of that call (the only one with a request in
+// flight), whose answer reaches the server; a session that did not declare
+// sampling makes the server's request fail.
+func TestBridgeSampling(t *testing.T) {
+	f := newFixture(t, nil)
+	_, url := f.bridge(t, mcpbridge.Config{})
+	sampler := connect(t, url, &mcp.ClientOptions{CreateMessageHandler: func(_ context.Context, r *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
+		return &mcp.CreateMessageResult{Model: "test", Role: "assistant", Content: &mcp.TextContent{Text: "model says " + r.Params.Messages[0].Content.(*mcp.TextContent).Text}}, nil
+	}}, nil)
+	if got := callText(t, sampler, &mcp.CallToolParams{Name: "sample", Arguments: map[string]any{"text": "hi"}}); got != "sampled: model says hi" {
+		t.Errorf("sample through a sampling session: %q", got)
+	}
+	plain := connect(t, url, nil, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := plain.CallTool(ctx, &mcp.CallToolParams{Name: "sample", Arguments: map[string]any{"text": "hi"}})
+	if err != nil || !res.IsError || !strings.Contains(res.Content[0].(*mcp.TextContent).Text, "did not declare sampling") {
+		t.Errorf("sample through a session without sampling: %+v, %v", res, err)
+	}
+}

@@ -8,7 +8,8 @@
 // notify {text} sends a log message at info and adds a tool (a
 // tools/list_changed notification); garbage {text} writes a non-JSON line
 // to stdout and a line to stderr, then answers; big {bytes} answers a text
-// of that many bytes; exit {code} exits the process at once (no answer).
+// of that many bytes; exit {code} exits the process at once (no answer);
+// sample {text} asks the client to sample text and answers what it got.
 // A resource fixture://hello, a prompt greet {name} with completions for
 // name. Env MCPSTDIO_GARBAGE=1 writes a non-JSON line at start.
 package main
@@ -116,6 +117,20 @@ func main() {
 		fmt.Fprintln(os.Stderr, "exiting on request")
 		os.Exit(in.Code)
 		return nil, nil, nil
+	})
+	mcp.AddTool(srv, &mcp.Tool{Name: "sample", Description: "asks the client to sample (sampling/createMessage)"}, func(ctx context.Context, req *mcp.CallToolRequest, in echoIn) (*mcp.CallToolResult, any, error) {
+		res, err := req.Session.CreateMessage(ctx, &mcp.CreateMessageParams{MaxTokens: 10,
+			Messages: []*mcp.SamplingMessage{{Role: "user", Content: &mcp.TextContent{Text: in.Text}}}})
+		if err != nil {
+			r := text("sampling refused: " + err.Error())
+			r.IsError = true
+			return r, nil, nil
+		}
+		t, _ := res.Content.(*mcp.TextContent)
+		if t == nil {
+			return text("sampled: (not text)"), nil, nil
+		}
+		return text("sampled: " + t.Text), nil, nil
 	})
 	srv.AddResource(&mcp.Resource{URI: "fixture://hello", Name: "hello", MIMEType: "text/plain"}, func(context.Context, *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
 		return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: "fixture://hello", MIMEType: "text/plain", Text: "hello"}}}, nil

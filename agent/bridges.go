@@ -64,6 +64,7 @@ func (a *Agent) runBridges(ctx context.Context) {
 		return
 	}
 	active := map[string]bridgeKey{}
+	failed := map[string]string{} // instance id -> last error logged
 	defer func() {
 		for id := range active {
 			a.cfg.Bridges.Stop(id)
@@ -72,7 +73,7 @@ func (a *Agent) runBridges(ctx context.Context) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
-		a.syncBridges(ctx, active)
+		a.syncBridges(ctx, active, failed)
 		select {
 		case <-ctx.Done():
 			return
@@ -84,7 +85,9 @@ func (a *Agent) runBridges(ctx context.Context) {
 
 // syncBridges ensures a bridge for every stdio instance whose container
 // runs (and no operation removes or stops), and stops the others.
-func (a *Agent) syncBridges(ctx context.Context, active map[string]bridgeKey) {
+// A failure to ensure one is logged once per distinct error (failed may be
+// nil) and retried at the next sync.
+func (a *Agent) syncBridges(ctx context.Context, active map[string]bridgeKey, failed map[string]string) {
 	seen := map[string]bool{}
 	for _, inst := range a.view.snapshot() {
 		m := inst.Spec.MCP
@@ -102,9 +105,15 @@ func (a *Agent) syncBridges(ctx context.Context, active map[string]bridgeKey) {
 			continue
 		}
 		if err := a.cfg.Bridges.Ensure(ctx, key.target); err != nil {
-			a.log.Warn("mcp bridge not started; retrying", "instance", inst.Name, "port", strconv.Itoa(m.BridgePort), "err", err)
+			if failed == nil || failed[inst.ID] != err.Error() {
+				a.log.Warn("mcp bridge not started; retrying", "instance", inst.Name, "port", strconv.Itoa(m.BridgePort), "err", err)
+			}
+			if failed != nil {
+				failed[inst.ID] = err.Error()
+			}
 			continue
 		}
+		delete(failed, inst.ID)
 		active[inst.ID] = key
 	}
 	for id := range active {

@@ -72,7 +72,7 @@ func TestStdioBridgeFollowsRows(t *testing.T) {
 		t.Fatalf("another instance was given the bridge's port %d", bp)
 	}
 
-	a.syncBridges(b.ctx, active)
+	a.syncBridges(b.ctx, active, nil)
 	if got, ok := fb.running[inst.ID]; !ok || got.Port != bp || got.ContainerID != inst.ContainerID {
 		t.Fatalf("bridge after deploy: %+v (running %v)", got, ok)
 	}
@@ -80,35 +80,35 @@ func TestStdioBridgeFollowsRows(t *testing.T) {
 		t.Fatalf("a bridge for a non-stdio instance")
 	}
 	n := fb.ensures
-	a.syncBridges(b.ctx, active)
+	a.syncBridges(b.ctx, active, nil)
 	if fb.ensures != n {
 		t.Fatalf("a bridge was ensured again with nothing changed")
 	}
 	if _, err := a.RestartInstance(b.ctx, inst.ID); err != nil {
 		t.Fatal(err)
 	}
-	a.syncBridges(b.ctx, active)
+	a.syncBridges(b.ctx, active, nil)
 	if fb.ensures != n+1 {
 		t.Fatalf("a restart did not ensure (re-attach) the bridge: %d ensures, want %d", fb.ensures, n+1)
 	}
 	if _, _, err := a.StopInstance(b.ctx, inst.ID, 0); err != nil {
 		t.Fatal(err)
 	}
-	a.syncBridges(b.ctx, active)
+	a.syncBridges(b.ctx, active, nil)
 	if _, ok := fb.running[inst.ID]; ok {
 		t.Fatalf("the bridge runs on after stop")
 	}
 	if _, _, err := a.StartInstance(b.ctx, inst.ID); err != nil {
 		t.Fatal(err)
 	}
-	a.syncBridges(b.ctx, active)
+	a.syncBridges(b.ctx, active, nil)
 	if _, ok := fb.running[inst.ID]; !ok {
 		t.Fatalf("no bridge after start")
 	}
 	if err := a.RemoveInstance(b.ctx, inst.ID); err != nil {
 		t.Fatal(err)
 	}
-	a.syncBridges(b.ctx, active)
+	a.syncBridges(b.ctx, active, nil)
 	if len(fb.running) != 0 {
 		t.Fatalf("bridges after remove: %v", fb.running)
 	}

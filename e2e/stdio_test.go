@@ -234,3 +234,34 @@ func TestStdioBridge(t *testing.T) {
 		})
 	})
 }
+
+// TestStdioLegacyDefault: with DTMA_STDIO_IMAGES matching the image, a
+// legacy POST /tools deploys a stdio instance whose bridge serves MCP on
+// the port the legacy status lists.
+func TestStdioLegacyDefault(t *testing.T) {
+	image := dockertest.MCPStdioImage(t)
+	a := StartAgent(t, AgentOptions{Env: []string{"DTMA_STDIO_IMAGES=" + dockertest.MCPStdioImageRepo + ":*"}})
+	a.Expect(201, "POST", "/tools", map[string]any{
+		"dockerImageUrl": image, "instanceNameOnToolbox": "legacy stdio",
+		"accountToolInstanceId": "6f1c1f0e-4a59-4d5e-9a59-3f1d2c8b9e10",
+	})
+	var inst dtmahttp.Instance
+	a.Expect(200, "GET", "/v1/instances/legacy%20stdio", nil).Decode(t, &inst)
+	if inst.MCP == nil || inst.MCP.Transport != "stdio" || inst.MCP.BridgePort == 0 || inst.MCP.TokenSet {
+		t.Fatalf("mcp of a legacy deploy of a DTMA_STDIO_IMAGES image: %+v", inst.MCP)
+	}
+	body := string(a.Expect(200, "GET", "/tools/legacy%20stdio/status", nil).Body)
+	if !strings.Contains(body, `"public_port":`+strconv.Itoa(inst.MCP.BridgePort)) {
+		t.Errorf("legacy status lacks the bridge port %d: %s", inst.MCP.BridgePort, body)
+	}
+	url := "http://127.0.0.1:" + strconv.Itoa(inst.MCP.BridgePort) + "/mcp"
+	Eventually(t, 60*time.Second, "the bridge of a legacy deploy to serve", func() bool {
+		cs, err := mcpConnect(url, "", nil)
+		if err != nil {
+			return false
+		}
+		defer cs.Close()
+		got, err := mcpEcho(cs, "legacy")
+		return err == nil && got == "legacy"
+	})
+}

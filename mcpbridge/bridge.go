@@ -237,14 +237,11 @@ func (b *Bridge) runOnce(ctx context.Context) (err error) {
 	g := &generation{since: time.Now(), inflight: map[*mcp.ServerSession]int{}, progress: map[string]progressRoute{}, names: map[string]map[string]bool{}, log: b.log}
 	tr := &stdioTransport{rwc: rwc, max: b.cfg.MaxMessageBytes, log: b.log, stats: &b.stats, reinit: func() { g.reinit.Store(true) }, intercept: g.interceptProgress}
 	client := mcp.NewClient(&mcp.Implementation{Name: "dtma-mcp-bridge", Version: "1"}, &mcp.ClientOptions{
-		Capabilities:          &mcp.ClientCapabilities{Sampling: &mcp.SamplingCapabilities{}, Elicitation: &mcp.ElicitationCapabilities{}},
-		CreateMessageHandler:  g.createMessage,
-		ElicitationHandler:    g.elicit,
-		LoggingMessageHandler: g.forwardLog,
-		ToolListChangedHandler: func(ctx context.Context, _ *mcp.ToolListChangedRequest) {
-			b.log.Debug("server tools changed")
-			b.syncAsync(g, "tools")
-		},
+		Capabilities:               &mcp.ClientCapabilities{Sampling: &mcp.SamplingCapabilities{}, Elicitation: &mcp.ElicitationCapabilities{}},
+		CreateMessageHandler:       g.createMessage,
+		ElicitationHandler:         g.elicit,
+		LoggingMessageHandler:      g.forwardLog,
+		ToolListChangedHandler:     func(ctx context.Context, _ *mcp.ToolListChangedRequest) { b.syncAsync(g, "tools") },
 		PromptListChangedHandler:   func(ctx context.Context, _ *mcp.PromptListChangedRequest) { b.syncAsync(g, "prompts") },
 		ResourceListChangedHandler: func(ctx context.Context, _ *mcp.ResourceListChangedRequest) { b.syncAsync(g, "resources") },
 		ResourceUpdatedHandler: func(ctx context.Context, r *mcp.ResourceUpdatedNotificationRequest) {
@@ -466,7 +463,6 @@ func (g *generation) interceptProgress(msg jsonrpc.Message) bool {
 
 func (g *generation) forwardLog(ctx context.Context, req *mcp.LoggingMessageRequest) {
 	f := g.getFront()
-	g.log.Debug("server log message", "front", f != nil)
 	if f == nil {
 		return
 	}
@@ -494,7 +490,6 @@ func (b *Bridge) syncAsync(g *generation, what string) {
 		if err := b.sync(ctx, g, what); err != nil {
 			b.log.Warn("mcp bridge could not refresh the server's list", "list", what, "err", err)
 		}
-		b.log.Debug("list refreshed", "list", what)
 	}()
 }
 

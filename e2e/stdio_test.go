@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -265,3 +266,64 @@ func TestStdioLegacyDefault(t *testing.T) {
 		return err == nil && got == "legacy"
 	})
 }
+
+// TestBenchStdioRSS is a benchmark, not a test (BENCHMARKS.md): the real
+// agent's RSS before and after 50 stdio instances are deployed, their
+// bridges attached and each has served one session. Run with
+// DTMA_BENCH_BRIDGE=1 go test -run TestBenchStdioRSS -v ./e2e/
+func TestBenchStdioRSS(t *testing.T) {
+	if os.Getenv("DTMA_BENCH_BRIDGE") == "" {
+		t.Skip("set DTMA_BENCH_BRIDGE=1 to run the bridge benchmarks")
+	}
+	const n = 50
+	image := dockertest.MCPStdioImage(t)
+	// 50 instances need more than the harness's 40 ports; a busy port in
+	// this range is skipped by the agent's probe.
+	a := StartAgent(t, AgentOptions{Env: []string{"DTMA_PORT_RANGE=28000-28199"}})
+	rss := func() int {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", a.cmd.Process.Pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+				kb, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
+				return kb
+			}
+		}
+		return 0
+	}
+	before := rss()
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 4)
+	ports := make([]int, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			var inst dtmahttp.Instance
+			a.Expect(201, "POST", "/v1/instances", map[string]any{"name": fmt.Sprintf("stdio-%d", i), "image": image,
+				"mcp": map[string]any{"transport": "stdio"}}).Decode(t, &inst)
+			ports[i] = inst.MCP.BridgePort
+		}()
+	}
+	wg.Wait()
+	for _, p := range ports {
+		url := "http://127.0.0.1:" + strconv.Itoa(p) + "/mcp"
+		Eventually(t, 60*time.Second, "bridge "+url, func() bool {
+			cs, err := mcpConnect(url, "", nil)
+			if err != nil {
+				return false
+			}
+			defer cs.Close()
+			_, err = mcpEcho(cs, "x")
+			return err == nil
+		})
+	}
+	after := rss()
+	t.Logf("agent RSS: %d kB with no instance, %d kB with %d stdio instances bridged (each served a session): %.0f kB per instance",
+		before, after, n, float64(after-before)/n)
+}
+

@@ -326,4 +326,3 @@ func TestBenchStdioRSS(t *testing.T) {
 	t.Logf("agent RSS: %d kB with no instance, %d kB with %d stdio instances bridged (each served a session): %.0f kB per instance",
 		before, after, n, float64(after-before)/n)
 }
-

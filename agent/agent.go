@@ -65,6 +65,13 @@ type Config struct {
 	// registry hosts).
 	Registries *dtma.RegistryPolicy
 
+	// Bridges runs the stdio instances' MCP bridges (mcpbridge.Host); nil
+	// serves no bridge (stdio containers are still created for stdio).
+	Bridges dtma.MCPBridges
+	// StdioImages: a deploy that declares no mcp transport (every legacy
+	// deploy) of a matching image is a stdio instance (DTMA_STDIO_IMAGES).
+	StdioImages dtma.StdioImages
+
 	// Now is the clock crash-loop windows and recreate backoff are
 	// measured with; nil uses time.Now. Tests inject a fake clock.
 	Now func() time.Time
@@ -130,6 +137,8 @@ type Agent struct {
 	kick chan struct{} // asks the reconciler for a relist soon
 
 	relists atomic.Uint64 // relists begun; every fullInspectEvery-th inspects everything
+
+	bridgeKick chan struct{} // a row changed: the bridges follow (runBridges)
 }
 
 // New loads the registry's rows into the agent's view and returns the
@@ -156,10 +165,13 @@ func New(ctx context.Context, cfg Config, reg dtma.Registry, rt dtma.Runtime) (*
 		restarts: newCrashLoop(cfg.Now, cfg.CrashLoopRestarts, cfg.CrashLoopWindow),
 		recreate: newRecreateBackoff(cfg.Now, cfg.RecreateBackoffMin, cfg.RecreateBackoffMax),
 		kick:     make(chan struct{}, 1),
+
+		bridgeKick: make(chan struct{}, 1),
 	}
 	a.health = &health{log: a.log, dockerBack: a.requestRelist}
 	a.rt = healthRuntime{rt: rt, health: a.health}
 	a.view = newView(reg, a.health, a.log)
+	a.view.changed = a.kickBridges
 	rows, err := reg.FindInstances(ctx, dtma.InstanceFilter{})
 	if err != nil {
 		return nil, fmt.Errorf("load registry: %w", err)

@@ -157,6 +157,7 @@ type rowKey struct {
 	observed                                             dtma.Observed
 	observedAt, createdAt, updatedAt                     time.Time
 	limits                                               dtma.Limits
+	mcp                                                  dtma.MCP
 }
 
 func keyOf(inst *dtma.Instance) rowKey {
@@ -167,7 +168,7 @@ func keyOf(inst *dtma.Instance) rowKey {
 		desired:  string(inst.DesiredState), status: string(inst.Status), pending: string(inst.PendingOp),
 		tracking: string(inst.Tracking), lastError: inst.LastError,
 		observed: inst.Observed, observedAt: inst.ObservedAt, createdAt: inst.CreatedAt, updatedAt: inst.UpdatedAt,
-		limits: inst.Spec.Limits,
+		limits: inst.Spec.Limits, mcp: inst.Spec.MCP,
 	}
 }
 

@@ -108,6 +108,8 @@ func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {
 	gauge("dtma_instances_drift", "Instances whose container disagrees with the desired state.")
 	fmt.Fprintf(&b, "dtma_instances_drift %d\n", drift)
 
+	b.WriteString(s.mcpBridgeMetrics(list))
+
 	fmt.Fprintf(&b, "# HELP dtma_http_requests_total HTTP requests answered, by method, route and status.\n# TYPE dtma_http_requests_total counter\n")
 	s.requests.mu.Lock()
 	keys := make([][3]string, 0, len(s.requests.counts))

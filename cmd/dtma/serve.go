@@ -19,6 +19,7 @@ import (
 	"github.com/agentopia/dtma/docker"
 	"github.com/agentopia/dtma/heartbeat"
 	dtmahttp "github.com/agentopia/dtma/http"
+	"github.com/agentopia/dtma/mcpbridge"
 	"github.com/agentopia/dtma/procfs"
 	"github.com/spf13/cobra"
 )
@@ -100,6 +101,10 @@ func serve(ctx context.Context, c *config, s *streams) error {
 	}
 	defer rt.Close()
 
+	// The stdio instances' bridges live as long as the agent serves.
+	bridges := mcpbridge.NewHost(ctx, rt, mcpbridge.Config{Logger: log, AllowedOrigins: c.MCPOrigins})
+	defer bridges.Close()
+
 	ag, err := agent.New(ctx, agent.Config{
 		Version:           version,
 		ListenPort:        listenPort,
@@ -115,6 +120,8 @@ func serve(ctx context.Context, c *config, s *streams) error {
 		Policy:            c.Policy,
 		Logger:            log,
 		Registries:        &dtma.RegistryPolicy{Allow: c.RegistryAllow, Deny: c.RegistryDeny},
+		Bridges:           bridges,
+		StdioImages:       c.StdioImages,
 	}, reg, rt)
 	if err != nil {
 		return err

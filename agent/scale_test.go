@@ -197,3 +197,46 @@ func TestDeployBridgeFull(t *testing.T) {
 		t.Errorf("a full bridge marked Docker unreachable: %s", h.DockerError)
 	}
 }
+
+// ListFleetPage walks every host's rows a page at a time, in id order,
+// this host's rows as the view has them.
+func TestListFleetPage(t *testing.T) {
+	b := newBed(t)
+	for i := 0; i < 7; i++ {
+		b.seed(fmt.Sprintf("tool-%d", i), dtma.DockerRunning, nil)
+	}
+	other := b.reg.ForHost("host-2")
+	for i := 0; i < 5; i++ {
+		spec := testSpec()
+		if err := other.CreateInstance(b.ctx, &dtma.Instance{Name: fmt.Sprintf("other-%d", i), ContainerName: fmt.Sprintf("dtma-other-%d", i),
+			Spec: spec, SpecHash: spec.Hash(), DesiredState: dtma.DesiredRunning, Status: dtma.StatusRunning}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.open()
+	b.relist()
+	seen := map[string]bool{}
+	after := ""
+	for {
+		page, err := b.a.ListFleetPage(b.ctx, after, 5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, inst := range page {
+			if seen[inst.ID] || inst.ID <= after {
+				t.Errorf("row %s twice or out of order", inst.ID)
+			}
+			seen[inst.ID] = true
+			if inst.HostID == testHost && inst.ObservedAt.IsZero() {
+				t.Errorf("this host's row %s not from the view (no observed_at)", inst.Name)
+			}
+		}
+		if len(page) < 5 {
+			break
+		}
+		after = page[len(page)-1].ID
+	}
+	if len(seen) != 12 {
+		t.Errorf("%d rows over the pages, want 12", len(seen))
+	}
+}

@@ -36,6 +36,8 @@ type bench struct {
 	runID  string
 	commit string
 	runs   int // agents started, for distinct host ids
+	// agentEnv is added to every agent's environment (-agent-env).
+	agentEnv []string
 }
 
 // newBench builds the agent binary and the echo image.
@@ -191,7 +193,7 @@ func (b *bench) run(ctx context.Context, n, seq, burst int, idle time.Duration) 
 		return nil, err
 	}
 	a := &agentProc{bin: b.bin, dataDir: filepath.Join(b.dir, fmt.Sprintf("data-%d", b.runs)),
-		hostID: fmt.Sprintf("bench-%s-%d", b.runID, b.runs), label: b.runID, port: port}
+		hostID: fmt.Sprintf("bench-%s-%d", b.runID, b.runs), label: b.runID, port: port, env: b.agentEnv}
 	if err := os.MkdirAll(a.dataDir, 0o700); err != nil {
 		return nil, err
 	}

@@ -41,6 +41,7 @@ func main() {
 		seq     = flag.Int("seq", 20, "sequential deploys of the ratio row")
 		fleet   = flag.Int("fleet", 0, "instead: start this many agents on one PostgreSQL (fleet mode)")
 		per     = flag.Int("per-agent", 3, "fleet mode: instances each agent deploys")
+		env     = flag.String("agent-env", "", "extra KEY=VALUE settings of the agent, comma-separated (e.g. DTMA_NETWORK=bridge)")
 	)
 	flag.Parse()
 	var counts []int
@@ -59,6 +60,9 @@ func main() {
 		log.Fatalf("bench: %v", err)
 	}
 	defer b.cleanup()
+	if *env != "" {
+		b.agentEnv = strings.Split(*env, ",")
+	}
 	if *fleet > 0 {
 		r, err := b.runFleet(ctx, *fleet, *per, *idle)
 		b.cleanup()

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/agentopia/dtma"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Server is the HTTP face of the agent.
@@ -62,8 +63,12 @@ type Server struct {
 	// it must carry a certificate or GetCertificate (see CertReloader).
 	TLSConfig *tls.Config
 
+	// Prometheus is the registry GET /metrics exposes; the server adds
+	// its HTTP series and the service's state to it. nil: a private one.
+	Prometheus *prometheus.Registry
+
 	srv      *http.Server
-	requests requestCounter
+	metrics  *httpMetrics
 	patterns map[string]bool // the registered "METHOD /path" patterns
 	methods  []string        // the methods they use, HEAD with GET, sorted
 	limiter  *authLimiter    // nil when the limit is off
@@ -89,6 +94,7 @@ type route struct {
 func (s *Server) routes() []route {
 	return []route{
 		{Method: "GET", Path: "/health", Public: true, handler: s.handleHealth},
+		{Method: "GET", Path: "/ready", Public: true, handler: s.handleReady},
 		{Method: "GET", Path: "/status", Public: s.PublicStatus, handler: s.handleLegacyStatus},
 		{Method: "POST", Path: "/tools", handler: s.handleLegacyDeploy},
 		{Method: "GET", Path: "/tools/status", handler: s.handleLegacyToolsStatus},
@@ -131,6 +137,9 @@ func (s *Server) Handler() http.Handler {
 	s.limiter = nil
 	if limit > 0 {
 		s.limiter = newAuthLimiter(limit, s.Logger)
+	}
+	if s.metrics == nil {
+		s.metrics = s.newHTTPMetrics(s.Prometheus)
 	}
 	mux := http.NewServeMux()
 	s.patterns = map[string]bool{}
@@ -302,8 +311,8 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w}
 		next.ServeHTTP(rec, r)
-		s.requests.add(methodLabel(r.Method), s.routeLabel(r), rec.status)
-		if r.URL.Path == "/health" && rec.status == http.StatusOK {
+		s.metrics.observe(methodLabel(r.Method), s.routeLabel(r), rec.status, time.Since(start))
+		if (r.URL.Path == "/health" || r.URL.Path == "/ready") && rec.status == http.StatusOK {
 			return // liveness probes would drown the log
 		}
 		if rec.status == http.StatusTooManyRequests {

@@ -2,8 +2,8 @@ package http
 
 import (
 	"context"
-	"maps"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strings"

@@ -19,6 +19,7 @@ import (
 	"github.com/agentopia/dtma/docker"
 	"github.com/agentopia/dtma/heartbeat"
 	dtmahttp "github.com/agentopia/dtma/http"
+	"github.com/agentopia/dtma/metrics"
 	"github.com/agentopia/dtma/procfs"
 	"github.com/spf13/cobra"
 )
@@ -77,6 +78,11 @@ func serve(ctx context.Context, c *config, s *streams) error {
 		return err
 	}
 	defer reg.Close()
+	prom := metrics.New()
+	backend := "sqlite"
+	if strings.HasPrefix(c.RegistryURL, "postgres") {
+		backend = "postgres"
+	}
 
 	rt, err := docker.New(docker.Options{
 		Host:             c.DockerHost,
@@ -107,7 +113,7 @@ func serve(ctx context.Context, c *config, s *streams) error {
 		Policy:            c.Policy,
 		Logger:            log,
 		Registries:        &dtma.RegistryPolicy{Allow: c.RegistryAllow, Deny: c.RegistryDeny},
-	}, reg, rt)
+	}, prom.WrapRegistry(reg, backend), prom.WrapRuntime(rt))
 	if err != nil {
 		return err
 	}
@@ -119,6 +125,7 @@ func serve(ctx context.Context, c *config, s *streams) error {
 		Logger:       log,
 		Tokens:       c.Tokens,
 		PublicStatus: c.PublicStatus,
+		Prometheus:   prom.Registry,
 
 		LegacyPortConflict: c.LegacyPorts,
 		Environment: dtmahttp.LegacyEnvironment{
@@ -172,6 +179,7 @@ func serve(ctx context.Context, c *config, s *streams) error {
 			Log:       log,
 
 			RuntimeDetails: c.HeartbeatRTD,
+			OnSend:         prom.Heartbeat,
 		}
 		wg.Add(1)
 		go func() {

@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/agentopia/dtma"
@@ -67,11 +68,18 @@ type Server struct {
 	// its HTTP series and the service's state to it. nil: a private one.
 	Prometheus *prometheus.Registry
 
-	srv      *http.Server
-	metrics  *httpMetrics
-	patterns map[string]bool // the registered "METHOD /path" patterns
-	methods  []string        // the methods they use, HEAD with GET, sorted
-	limiter  *authLimiter    // nil when the limit is off
+	// Events is the instance event hub GET /v1/events serves; nil answers
+	// 503.
+	Events *EventHub
+
+	srv         *http.Server
+	metrics     *httpMetrics
+	streamsOnce sync.Once
+	streams     context.Context
+	stopStreams context.CancelFunc
+	patterns    map[string]bool // the registered "METHOD /path" patterns
+	methods     []string        // the methods they use, HEAD with GET, sorted
+	limiter     *authLimiter    // nil when the limit is off
 }
 
 // LegacyEnvironment says which of the legacy agent's settings this agent
@@ -119,6 +127,7 @@ func (s *Server) routes() []route {
 		{Method: "GET", Path: "/v1/instances/{ref}/logs", handler: s.handleV1Logs},
 		{Method: "GET", Path: "/v1/fleet/instances", handler: s.handleV1Fleet},
 		{Method: "POST", Path: "/v1/adopt", handler: s.handleV1Adopt},
+		{Method: "GET", Path: "/v1/events", handler: s.handleV1Events},
 	}
 }
 
@@ -205,6 +214,8 @@ func (s *Server) ListenAndServe(ctx context.Context, l net.Listener) error {
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
+	s.streamsDone()
+	s.stopStreams() // event streams end; Shutdown waits for them
 	err := s.srv.Shutdown(sctx)
 	<-errc
 	return err

@@ -126,6 +126,10 @@ func serve(ctx context.Context, c *config, s *streams) error {
 		Tokens:       c.Tokens,
 		PublicStatus: c.PublicStatus,
 		Prometheus:   prom.Registry,
+		Events: &dtmahttp.EventHub{
+			OnDrop:        prom.EventsDropped.Inc,
+			OnSubscribers: func(n int) { prom.EventsSubscribers.Set(float64(n)) },
+		},
 
 		LegacyPortConflict: c.LegacyPorts,
 		Environment: dtmahttp.LegacyEnvironment{

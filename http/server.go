@@ -266,6 +266,9 @@ func (s *Server) authenticate(next http.HandlerFunc) http.HandlerFunc {
 			refuse(dtma.Errorf(dtma.EFORBIDDEN, "invalid token"))
 			return
 		}
+		if info := infoOf(r.Context()); info != nil {
+			info.who = tokenFingerprint(tok)
+		}
 		next(w, r)
 	}
 }
@@ -320,17 +323,31 @@ func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter 
 func (s *Server) logRequests(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		info := &requestInfo{id: requestID(r)}
+		r = r.WithContext(context.WithValue(r.Context(), requestInfoKey{}, info))
+		w.Header().Set(RequestIDHeader, info.id)
 		rec := &statusRecorder{ResponseWriter: w}
 		next.ServeHTTP(rec, r)
-		s.metrics.observe(methodLabel(r.Method), s.routeLabel(r), rec.status, time.Since(start))
+		route := s.routeLabel(r)
+		s.metrics.observe(methodLabel(r.Method), route, rec.status, time.Since(start))
 		if (r.URL.Path == "/health" || r.URL.Path == "/ready") && rec.status == http.StatusOK {
 			return // liveness probes would drown the log
 		}
 		if rec.status == http.StatusTooManyRequests {
 			return
 		}
-		s.Logger.Info("http", "method", truncate(r.Method), "path", truncate(r.URL.Path), "remote", remoteIP(r),
+		s.Logger.Info("http", "request_id", info.id, "method", truncate(r.Method), "path", truncate(r.URL.Path), "remote", remoteIP(r),
 			"status", rec.status, "duration_ms", time.Since(start).Milliseconds())
+		if mutating(r.Method) && route != "unmatched" {
+			// The audit line: who (the token's fingerprint, never the
+			// token), what (route and the instance it names), outcome.
+			who := info.who
+			if who == "" {
+				who = "unauthenticated"
+			}
+			s.Logger.Info("audit", "request_id", info.id, "who", who, "remote", remoteIP(r), "action", methodLabel(r.Method)+" "+route,
+				"ref", truncate(r.PathValue("ref")), "status", rec.status, "outcome", outcome(rec.status))
+		}
 	})
 }
 

@@ -36,6 +36,7 @@ type Metrics struct {
 	UnhealthyRestarts prometheus.Counter   // restarts by on_unhealthy: restart
 	EventsDropped     prometheus.Counter   // SSE subscribers dropped for being slow
 	EventsSubscribers prometheus.Gauge     // SSE subscribers connected
+	ResyncInterval    prometheus.Gauge     // DTMA_RESYNC_INTERVAL in seconds (alerting reads it)
 }
 
 // latency buckets for calls that take from a millisecond to a minute.
@@ -87,9 +88,12 @@ func New() *Metrics {
 		EventsSubscribers: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "dtma_events_subscribers", Help: "GET /v1/events subscribers connected.",
 		}),
+		ResyncInterval: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "dtma_resync_interval_seconds", Help: "How often the reconciler relists in full (DTMA_RESYNC_INTERVAL).",
+		}),
 	}
 	reg.MustRegister(m.dockerDuration, m.dockerErrors, m.registryDuration, m.registryErrors, m.probes, m.probeDuration,
-		m.ReconcileDuration, m.EventsSubscribers)
+		m.ReconcileDuration, m.EventsSubscribers, m.ResyncInterval)
 	// Pre-create the series alerting rules use, so they exist at 0.
 	for _, op := range []string{"ping", "list", "inspect", "create", "start", "stop", "restart", "remove", "image", "logs", "events"} {
 		m.dockerDuration.WithLabelValues(op)

@@ -79,6 +79,7 @@ func serve(ctx context.Context, c *config, s *streams) error {
 	}
 	defer reg.Close()
 	prom := metrics.New()
+	prom.ResyncInterval.Set(c.ResyncInterval.Seconds())
 	backend := "sqlite"
 	if strings.HasPrefix(c.RegistryURL, "postgres") {
 		backend = "postgres"

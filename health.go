@@ -255,3 +255,16 @@ func (h HealthStatus) String() string {
 	}
 	return string(h.State)
 }
+
+// EffectiveCheck is the check the agent runs for inst: its spec's, or —
+// when the deploy set none (every legacy deploy, and a v1 deploy without a
+// health object) — DefaultLegacyCheck on its published ports. The default
+// is not written into the spec, so specs and hashes of existing instances
+// stay as they were and a re-deploy of the same body stays idempotent; a
+// v1 deploy opts out with {"type": "none"}.
+func (i *Instance) EffectiveCheck() (c HealthCheck, isDefault bool) {
+	if !i.Spec.Health.IsZero() {
+		return i.Spec.Health, false
+	}
+	return DefaultLegacyCheck(i.Ports), true
+}

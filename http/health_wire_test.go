@@ -17,7 +17,7 @@ func TestV1DeployHealthDecoding(t *testing.T) {
 		`{"name":"a","image":"x","health":{"type":"mcp","interval":-1}}`:     "health.interval",
 		`{"name":"a","image":"x","health":{"type":"mcp","timeout":1e300}}`:   "health.timeout",
 		`{"name":"a","image":"x","health":{"interval":5}}`:                   "health.type",
-		`{"name":"a","image":"x","health":{"type":"tcp","bogus":1}}`:         "health.bogus",
+		`{"name":"a","image":"x","health":{"type":"tcp","bogus":1}}`:         "bogus", // the shared strict decoder names the unknown key only
 		`{"name":"a","image":"x","health":{"type":"tcp","retries":"three"}}`: "health.retries",
 	} {
 		req := httptest.NewRequest("POST", "/v1/instances", strings.NewReader(body))

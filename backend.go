@@ -18,7 +18,6 @@ package dtma
 //	stopping                            stopping       stopping
 //	removing                            stopping       deleting
 //	running (Docker running or paused)  running        running
-//	running, health check starting      starting       starting
 //	running, health check unhealthy     error          error_runtime
 //	running, Docker restarting it       starting       starting
 //	stopped (created, exited)           stopped        stopped
@@ -36,19 +35,17 @@ package dtma
 // tool that was deployed and runs but does not work, which keeps it apart
 // from a failed deploy or a vanished container ("error") — and /status
 // says "error" (the only word its mapping turns into an error). A tool
-// still within its check's start period, or not yet probed, is "starting":
-// not yet serving, and the backend takes no action on it.
+// whose check has no verdict yet (starting) stays "running": Docker says
+// so, and one that never comes up turns unhealthy after its start period
+// and retries.
 
 // BackendStatus returns the word for tool_instances[].status, the status of
 // /tools/{ref}/status and the lifecycle answers on the legacy routes.
 func BackendStatus(inst *Instance) string {
 	switch st := backendState(inst); st {
 	case StatusRunning:
-		switch inst.Health.State {
-		case HealthUnhealthy:
+		if inst.Health.State == HealthUnhealthy {
 			return "error"
-		case HealthStarting:
-			return "starting"
 		}
 		return "running"
 	case StatusDeploying:
@@ -65,11 +62,8 @@ func BackendStatus(inst *Instance) string {
 func HeartbeatStatus(inst *Instance) string {
 	switch st := backendState(inst); st {
 	case StatusRunning:
-		switch inst.Health.State {
-		case HealthUnhealthy:
+		if inst.Health.State == HealthUnhealthy {
 			return "error_runtime"
-		case HealthStarting:
-			return "starting"
 		}
 		return "running"
 	case StatusRemoving:

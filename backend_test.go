@@ -92,7 +92,7 @@ func TestBackendWordsHealth(t *testing.T) {
 		{"running, healthy", StatusRunning, DockerRunning, HealthHealthy, "running", "running"},
 		{"running, no check", StatusRunning, DockerRunning, HealthUnknown, "running", "running"},
 		{"running, unhealthy", StatusRunning, DockerRunning, HealthUnhealthy, "error", "error_runtime"},
-		{"running, check starting", StatusRunning, DockerRunning, HealthStarting, "deploying", "starting"},
+		{"running, check starting", StatusRunning, DockerRunning, HealthStarting, "running", "running"},
 		{"docker restarting it, unhealthy", StatusRunning, DockerRestarting, HealthUnhealthy, "deploying", "starting"},
 		{"stopped, unhealthy left over", StatusStopped, DockerExited, HealthUnhealthy, "stopped", "stopped"},
 	} {

@@ -56,6 +56,13 @@ func (r *Registry) UpdateObserved(ctx context.Context, id string, o dtma.Observe
 	return changed, err
 }
 
+func (r *Registry) UpdateHealth(ctx context.Context, id string, h dtma.HealthStatus) (bool, error) {
+	start := time.Now()
+	changed, err := r.Registry.UpdateHealth(ctx, id, h)
+	r.done("update_health", start, err)
+	return changed, err
+}
+
 func (r *Registry) DeleteInstance(ctx context.Context, id string) error {
 	start := time.Now()
 	err := r.Registry.DeleteInstance(ctx, id)

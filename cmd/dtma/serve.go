@@ -17,6 +17,7 @@ import (
 	"github.com/agentopia/dtma"
 	"github.com/agentopia/dtma/agent"
 	"github.com/agentopia/dtma/docker"
+	"github.com/agentopia/dtma/health"
 	"github.com/agentopia/dtma/heartbeat"
 	dtmahttp "github.com/agentopia/dtma/http"
 	"github.com/agentopia/dtma/metrics"
@@ -84,6 +85,7 @@ func serve(ctx context.Context, c *config, s *streams) error {
 	if strings.HasPrefix(c.RegistryURL, "postgres") {
 		backend = "postgres"
 	}
+	mreg := prom.WrapRegistry(reg, backend)
 
 	rt, err := docker.New(docker.Options{
 		Host:             c.DockerHost,
@@ -114,23 +116,49 @@ func serve(ctx context.Context, c *config, s *streams) error {
 		Policy:            c.Policy,
 		Logger:            log,
 		Registries:        &dtma.RegistryPolicy{Allow: c.RegistryAllow, Deny: c.RegistryDeny},
-	}, prom.WrapRegistry(reg, backend), prom.WrapRuntime(rt))
+	}, mreg, prom.WrapRuntime(rt))
 	if err != nil {
 		return err
 	}
 	metrics := procfs.Source{}
+	hub := &dtmahttp.EventHub{
+		Buffer:        c.EventBuffer,
+		OnDrop:        prom.EventsDropped.Inc,
+		OnSubscribers: func(n int) { prom.EventsSubscribers.Set(float64(n)) },
+	}
+	// Health checks: the prober dials tools' published ports; the monitor
+	// keeps its targets in step with the agent's instances; svc shows the
+	// live health on every read (v1, legacy, heartbeat, /metrics).
+	prober := health.New(health.Config{
+		Concurrency: c.HealthConcurrency,
+		Logger:      log,
+		OnProbe: func(t dtma.CheckType, result string, latency time.Duration) {
+			prom.Probe(string(t), result, latency)
+		},
+	})
+	mon := health.NewMonitor(prober)
+	mon.List = ag.ListInstances
+	mon.Record = func(ctx context.Context, id string, st dtma.HealthStatus) error {
+		_, err := mreg.UpdateHealth(ctx, id, st) // only on a transition
+		return err
+	}
+	mon.Restart = func(ctx context.Context, id string) error {
+		_, err := ag.RestartInstance(ctx, id)
+		return err
+	}
+	mon.Events = hub
+	mon.OnRestart = prom.UnhealthyRestarts.Inc
+	mon.Logger = log
+	svc := &health.Service{InstanceService: ag, Prober: prober}
 	srv := &dtmahttp.Server{
-		Service:      ag,
+		Service:      svc,
 		Metrics:      metrics,
 		Version:      version,
 		Logger:       log,
 		Tokens:       c.Tokens,
 		PublicStatus: c.PublicStatus,
 		Prometheus:   prom.Registry,
-		Events: &dtmahttp.EventHub{
-			OnDrop:        prom.EventsDropped.Inc,
-			OnSubscribers: func(n int) { prom.EventsSubscribers.Set(float64(n)) },
-		},
+		Events:       hub,
 
 		LegacyPortConflict: c.LegacyPorts,
 		Environment: dtmahttp.LegacyEnvironment{
@@ -165,6 +193,11 @@ func serve(ctx context.Context, c *config, s *streams) error {
 		defer wg.Done()
 		_ = ag.Run(ctx)
 	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		mon.Run(ctx)
+	}()
 	if certs != nil {
 		wg.Add(1)
 		go func() {
@@ -179,7 +212,7 @@ func serve(ctx context.Context, c *config, s *streams) error {
 			Interval:  c.HeartbeatEvery,
 			Timeout:   15 * time.Second,
 			Version:   version,
-			Instances: ag.ListInstances,
+			Instances: svc.ListInstances,
 			Metrics:   metrics,
 			Log:       log,
 

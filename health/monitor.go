@@ -40,7 +40,7 @@ type Monitor struct {
 	known    map[string]*dtma.Instance // last instance seen per id
 	restarts map[string]*restartState
 	kick     chan struct{}
-	dirty    map[string]bool
+	synced   bool
 }
 
 type restartState struct {
@@ -52,7 +52,7 @@ type restartState struct {
 // Prober's OnChange must be left to the Monitor (it installs its own).
 func NewMonitor(p *Prober) *Monitor {
 	m := &Monitor{Prober: p, known: map[string]*dtma.Instance{}, restarts: map[string]*restartState{},
-		kick: make(chan struct{}, 1), dirty: map[string]bool{}}
+		kick: make(chan struct{}, 1)}
 	p.cfg.OnChange = m.changed
 	return m
 }
@@ -72,12 +72,9 @@ func TargetOf(inst *dtma.Instance) (Target, bool) {
 	return Target{ID: inst.ID, Name: inst.Name, Check: c, Addr: Addr(p), StartedAt: inst.StartedAt}, true
 }
 
-// Publish implements dtma.EventSink: the instance is re-checked soon (by
-// Run's goroutine; Publish never blocks).
-func (m *Monitor) Publish(e dtma.Event) {
-	m.mu.Lock()
-	m.dirty[e.InstanceID] = true
-	m.mu.Unlock()
+// Publish implements dtma.EventSink: the agent's instance changes make
+// the monitor sync soon (in Run's goroutine; Publish never blocks).
+func (m *Monitor) Publish(dtma.Event) {
 	select {
 	case m.kick <- struct{}{}:
 	default:
@@ -108,24 +105,37 @@ func (m *Monitor) Run(ctx context.Context) {
 // Sync sets the prober's targets from the instances List returns: probes
 // start for instances that should be probed and stop (Prober.Remove waits
 // for a probe in flight) for the others, removed ones included.
+//
+// It is also the event source: each instance is compared with what the
+// previous sync saw (its live health included) and a created, changed
+// (status, docker status, health, drift) or removed event is published to
+// Events; the first sync only learns the state. Syncs run in Run's
+// goroutine, so events are in order.
 func (m *Monitor) Sync(ctx context.Context) {
 	list, err := m.List(ctx)
 	if err != nil {
 		return
 	}
+	now := time.Now()
 	m.mu.Lock()
-	m.dirty = map[string]bool{}
+	first := !m.synced
+	m.synced = true
 	m.mu.Unlock()
 	seen := make(map[string]bool, len(list))
 	for _, inst := range list {
 		seen[inst.ID] = true
-		m.mu.Lock()
-		m.known[inst.ID] = inst
-		m.mu.Unlock()
 		if t, ok := TargetOf(inst); ok {
 			m.Prober.Set(t)
 		} else {
 			m.Prober.Remove(inst.ID)
+		}
+		m.overlay(inst)
+		m.mu.Lock()
+		before := m.known[inst.ID]
+		m.known[inst.ID] = inst
+		m.mu.Unlock()
+		if !first {
+			m.publish(before, inst, now)
 		}
 	}
 	for _, id := range m.Prober.IDs() {
@@ -133,14 +143,40 @@ func (m *Monitor) Sync(ctx context.Context) {
 			m.Prober.Remove(id)
 		}
 	}
+	var gone []*dtma.Instance
 	m.mu.Lock()
-	for id := range m.known {
+	for id, inst := range m.known {
 		if !seen[id] {
+			gone = append(gone, inst)
 			delete(m.known, id)
 			delete(m.restarts, id)
 		}
 	}
 	m.mu.Unlock()
+	for _, inst := range gone {
+		m.publish(inst, nil, now)
+	}
+}
+
+func (m *Monitor) publish(before, after *dtma.Instance, at time.Time) {
+	if m.Events == nil {
+		return
+	}
+	if e, ok := dtma.InstanceEvent(before, after, at); ok {
+		m.Events.Publish(e)
+	}
+}
+
+// overlay sets inst.Health to the prober's live status when it is probed,
+// to nothing when it is not (not running: no verdict).
+func (m *Monitor) overlay(inst *dtma.Instance) {
+	if _, probed := TargetOf(inst); probed {
+		if st, ok := m.Prober.Status(inst.ID); ok {
+			inst.Health = st
+			return
+		}
+	}
+	inst.Health = dtma.HealthStatus{}
 }
 
 // changed is the Prober's OnChange: record, publish, and apply the
@@ -155,15 +191,10 @@ func (m *Monitor) changed(id string, st dtma.HealthStatus) {
 			m.Logger.Warn("health not recorded", "instance_id", id, "err", err)
 		}
 	}
-	if inst != nil && m.Events != nil {
-		after := inst.Clone()
-		after.Health = st
-		if e, ok := dtma.InstanceEvent(inst, after, time.Now()); ok {
-			m.Events.Publish(e)
-		}
-		m.mu.Lock()
-		m.known[id] = after
-		m.mu.Unlock()
+	// The next sync (now) publishes the change, in order with the rest.
+	select {
+	case m.kick <- struct{}{}:
+	default:
 	}
 	if st.State == dtma.HealthHealthy {
 		m.mu.Lock()
@@ -237,15 +268,7 @@ func (s *Service) overlay(inst *dtma.Instance) *dtma.Instance {
 	if inst == nil {
 		return nil
 	}
-	if st, ok := s.Prober.Status(inst.ID); ok {
-		if _, probed := TargetOf(inst); probed {
-			inst.Health = st
-			return inst
-		}
-	}
-	if _, probed := TargetOf(inst); !probed {
-		inst.Health = dtma.HealthStatus{} // not running: no verdict
-	}
+	(&Monitor{Prober: s.Prober}).overlay(inst)
 	return inst
 }
 

@@ -137,7 +137,7 @@ func serve(ctx context.Context, c *config, s *streams) error {
 		},
 	})
 	mon := health.NewMonitor(prober)
-	mon.List = ag.ListInstances
+	mon.List = ag.ListInstances // clones: the monitor overlays live health on them
 	mon.Record = func(ctx context.Context, id string, st dtma.HealthStatus) error {
 		_, err := mreg.UpdateHealth(ctx, id, st) // only on a transition
 		return err
@@ -149,6 +149,7 @@ func serve(ctx context.Context, c *config, s *streams) error {
 	mon.Events = hub
 	mon.OnRestart = prom.UnhealthyRestarts.Inc
 	mon.Logger = log
+	mon.SyncEvery = time.Second
 	svc := &health.Service{InstanceService: ag, Prober: prober}
 	srv := &dtmahttp.Server{
 		Service:      svc,

@@ -31,6 +31,12 @@ type Registry interface {
 	// EINVALID when inst.HostID names another host.
 	CreateInstance(ctx context.Context, inst *Instance) error
 
+	// CreateInstances inserts every instance as CreateInstance does, in one
+	// transaction: all of them or none. The first failure is returned
+	// (ECONFLICT naming the field and the row), and nothing is written; on
+	// success each instance holds its stored values.
+	CreateInstances(ctx context.Context, insts []*Instance) error
+
 	// UpdateInstance replaces every stored field of the row with inst.ID
 	// (except ID, HostID and CreatedAt) and sets inst.UpdatedAt. ENOTFOUND
 	// when no such row exists on this host; ECONFLICT on a uniqueness clash.

@@ -110,7 +110,14 @@ type LogOptions struct {
 // Runtime is the container engine (Docker). Implementation: docker.Runtime.
 // Every error is an *Error: EUNAVAILABLE when the engine cannot be reached,
 // ENOTFOUND for a missing container or image, ECONFLICT for a name clash.
+//
+// A Runtime is scoped to one host at construction: ListContainers and
+// Events see only the containers labelled dtma.host=HostID().
 type Runtime interface {
+	// HostID returns the host this runtime lists and watches containers
+	// of.
+	HostID() string
+
 	// Ping checks that the engine answers.
 	Ping(ctx context.Context) error
 
@@ -144,17 +151,17 @@ type Runtime interface {
 	InspectContainer(ctx context.Context, idOrName string) (*Container, error)
 
 	// ListContainers returns every container (running or not) labelled
-	// dtma.host=hostID, in one label-filtered call, as summaries (Summary
+	// dtma.host=HostID(), in one label-filtered call, as summaries (Summary
 	// set: ID, Name, Image, Labels, State, CreatedAt). Containers of other
 	// hosts or without labels are never returned.
-	ListContainers(ctx context.Context, hostID string) ([]*Container, error)
+	ListContainers(ctx context.Context) ([]*Container, error)
 
 	// ContainerLogs returns the container's stdout and stderr as plain text
 	// (Docker's stream framing removed), one line per log line.
 	ContainerLogs(ctx context.Context, id string, opts LogOptions) (io.ReadCloser, error)
 
 	// Events streams container events for containers labelled
-	// dtma.host=hostID until ctx ends. The error channel receives one value
+	// dtma.host=HostID() until ctx ends. The error channel receives one value
 	// when the stream breaks; the caller resubscribes (and relists).
-	Events(ctx context.Context, hostID string) (<-chan ContainerEvent, <-chan error)
+	Events(ctx context.Context) (<-chan ContainerEvent, <-chan error)
 }

@@ -69,14 +69,14 @@ func (a *Agent) AdoptContainer(ctx context.Context, req dtma.AdoptRequest) (*dtm
 	if c == nil {
 		return skip("no container named %s", strings.Join(tried, " or "))
 	}
-	if existing := a.lookup(req.Name); existing != nil && existing.Name == req.Name {
+	if existing := a.view.lookup(req.Name); existing != nil && existing.Name == req.Name {
 		if existing.ContainerID == c.ID {
 			return &dtma.AdoptResult{Action: "unchanged", Instance: existing}, nil
 		}
 		return skip("instance %q is already managed with another container (%s)", req.Name, existing.ContainerName)
 	}
 	if req.AccountToolInstanceID != "" {
-		if existing := a.lookup(req.AccountToolInstanceID); existing != nil {
+		if existing := a.view.lookup(req.AccountToolInstanceID); existing != nil {
 			return skip("account tool instance %s is already managed as instance %q", req.AccountToolInstanceID, existing.Name)
 		}
 	}
@@ -85,7 +85,7 @@ func (a *Agent) AdoptContainer(ctx context.Context, req dtma.AdoptRequest) (*dtm
 			return skip("container %s carries DTMA's labels (it belongs to a DTMA agent)", c.Name)
 		}
 	}
-	for _, inst := range a.snapshot() {
+	for _, inst := range a.view.snapshot() {
 		if inst.ContainerID == c.ID {
 			return skip("container %s is already managed as instance %q", c.Name, inst.Name)
 		}
@@ -107,7 +107,7 @@ func (a *Agent) AdoptContainer(ctx context.Context, req dtma.AdoptRequest) (*dtm
 	}
 	inst := &dtma.Instance{
 		ID:                    dtma.NewUUID(),
-		HostID:                a.cfg.HostID,
+		HostID:                a.hostID,
 		Name:                  req.Name,
 		AccountToolInstanceID: req.AccountToolInstanceID,
 		ContainerName:         c.Name,
@@ -124,12 +124,10 @@ func (a *Agent) AdoptContainer(ctx context.Context, req dtma.AdoptRequest) (*dtm
 	}
 	a.createMu.Lock()
 	defer a.createMu.Unlock()
-	if err := a.reg.CreateInstance(ctx, inst); err != nil {
-		a.noteRegistry(err)
+	inst.ObservedAt = nowUTC() // memory only: the registry does not keep it
+	if err := a.view.create(ctx, inst); err != nil {
 		return nil, fmt.Errorf("adopt %s: %w", req.Name, err)
 	}
-	inst.ObservedAt = nowUTC()
-	a.putView(inst)
 	a.log.Info("adopted legacy container", "instance", inst.Name, "container", c.Name, "id", c.ID)
 	return &dtma.AdoptResult{Action: "adopt", Instance: inst.Clone()}, nil
 }

@@ -296,9 +296,9 @@ func TestTrackedByContainerID(t *testing.T) {
 		t.Fatalf("row %s drift %v; want the exit recorded", r.DockerStatus, r.Drift())
 	}
 	b.rt.Remove(legacy)
-	b.a.mu.Lock()
-	b.a.view[res.Instance.ID].DesiredState = dtma.DesiredRunning
-	b.a.mu.Unlock()
+	b.a.view.mu.Lock()
+	b.a.view.rows[res.Instance.ID].DesiredState = dtma.DesiredRunning
+	b.a.view.mu.Unlock()
 	b.relist()
 	r := b.mustRow("Legacy Tool")
 	c := b.rt.Container(r.ContainerID)
@@ -393,5 +393,47 @@ func TestAdoptContainer(t *testing.T) {
 	b.reg.SetFail(nil)
 	if b.row("spare") != nil {
 		t.Fatal("a failed adoption left a row")
+	}
+}
+
+// TestAdoptInspectOutageMarksDockerDown: every runtime call records
+// Docker's health, the legacy adoption's inspect among them (it was
+// missed when each call site noted health by hand); an image registry's
+// failure does not mark Docker down, and Docker answering again asks the
+// reconciler for a relist.
+func TestAdoptInspectOutageMarksDockerDown(t *testing.T) {
+	b := newBed(t)
+	b.open()
+	b.rt.FailNext(runtimetest.InspectContainer, dtma.Errorf(dtma.EUNAVAILABLE, "docker unavailable: inspect timed out"))
+	if _, err := b.a.AdoptContainer(b.ctx, dtma.AdoptRequest{Name: "legacy", Image: testImage}); dtma.ErrorCode(err) != dtma.EUNAVAILABLE {
+		t.Fatalf("adopt during an inspect outage: %v, want EUNAVAILABLE", err)
+	}
+	b.a.health.mu.Lock()
+	down := b.a.health.dockerErr
+	b.a.health.mu.Unlock()
+	if down == nil {
+		t.Fatal("an inspect that Docker did not answer left Docker marked up")
+	}
+	select { // drop any earlier request
+	case <-b.a.kick:
+	default:
+	}
+	if _, err := b.a.rt.ListContainers(b.ctx); err != nil {
+		t.Fatalf("list: %v", err)
+	}
+	select {
+	case <-b.a.kick:
+	default:
+		t.Fatal("Docker answering again did not ask for a relist")
+	}
+	b.rt.SetPullError("registry.example.com/gone:1", dtma.Errorf(dtma.EUNAVAILABLE, "registry refused"))
+	if _, err := b.a.rt.EnsureImage(b.ctx, "registry.example.com/gone:1", dtma.PullAlways); err == nil {
+		t.Fatal("pull of a failing registry succeeded")
+	}
+	b.a.health.mu.Lock()
+	down = b.a.health.dockerErr
+	b.a.health.mu.Unlock()
+	if down != nil {
+		t.Fatalf("an image registry's failure marked Docker down: %v", down)
 	}
 }

@@ -7,11 +7,8 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,7 +18,6 @@ import (
 
 // Config tunes an Agent. Zero values take the defaults noted.
 type Config struct {
-	HostID  string // required
 	Version string
 
 	// ListenPort is the agent's own TCP port; no instance may take it.
@@ -116,243 +112,75 @@ func (c *Config) setDefaults() {
 // Agent is the DTMA service. Create it with New, serve requests through its
 // dtma.InstanceService methods, and run its reconciler with Run.
 type Agent struct {
-	cfg Config
-	log *slog.Logger
-	reg dtma.Registry
-	rt  dtma.Runtime
+	cfg    Config
+	hostID string // the registry's host; the runtime is scoped to it
+	log    *slog.Logger
+	reg    dtma.Registry
+	rt     dtma.Runtime
 
 	locks    *keyedMutex // per instance name: one operation at a time
 	createMu sync.Mutex  // serializes the check-and-insert phase of deploys
 
-	mu   sync.RWMutex
-	view map[string]*dtma.Instance // by ID: the registry's rows, kept current
-	// dirty holds rows whose latest state could not be written (registry
-	// down); deleted holds ids whose row must still be deleted.
-	dirty   map[string]bool
-	deleted map[string]bool
-	// restarts holds, per instance id, when Docker restarted it recently.
-	restarts map[string][]time.Time
-	// recreate holds backoff state for containers that disappeared.
-	recreate map[string]*backoff
+	view   *view   // the host's rows; the only writer of them
+	health *health // Docker's and the registry's reachability
 
-	health healthState
+	restarts *crashLoop       // Docker restarts per instance, for crashloop
+	recreate *recreateBackoff // waits between recreates of vanished containers
 
 	kick chan struct{} // asks the reconciler for a relist soon
 
 	relists atomic.Uint64 // relists begun; every fullInspectEvery-th inspects everything
 }
 
-type backoff struct {
-	failures int
-	next     time.Time
-}
-
-type healthState struct {
-	mu             sync.Mutex
-	dockerErr      error
-	registryErr    error
-	lastObservedAt time.Time
-}
-
-// New loads the registry's rows for cfg.HostID into the agent's view and
-// returns the agent. It does not touch Docker: the reconciler does, in Run.
-// EUNAVAILABLE when the registry cannot be read.
+// New loads the registry's rows into the agent's view and returns the
+// agent. The host id has one source: the agent serves the registry's host
+// (reg.HostID()), and rt must be scoped to the same host. It does not
+// touch Docker: the reconciler does, in Run. EINVALID when the registry
+// has no host id or the runtime's differs; EUNAVAILABLE when the registry
+// cannot be read.
 func New(ctx context.Context, cfg Config, reg dtma.Registry, rt dtma.Runtime) (*Agent, error) {
-	if cfg.HostID == "" {
-		return nil, errors.New("agent: HostID is required")
+	host := reg.HostID()
+	if host == "" {
+		return nil, dtma.Errorf(dtma.EINVALID, "agent: the registry has no host id")
+	}
+	if rh := rt.HostID(); rh != host {
+		return nil, dtma.Errorf(dtma.EINVALID, "agent: the docker runtime is scoped to host %q, the registry to %q", rh, host)
 	}
 	cfg.setDefaults()
 	a := &Agent{
 		cfg:      cfg,
+		hostID:   host,
 		log:      cfg.Logger,
 		reg:      reg,
-		rt:       rt,
 		locks:    newKeyedMutex(),
-		view:     map[string]*dtma.Instance{},
-		dirty:    map[string]bool{},
-		deleted:  map[string]bool{},
-		restarts: map[string][]time.Time{},
-		recreate: map[string]*backoff{},
+		restarts: newCrashLoop(cfg.Now, cfg.CrashLoopRestarts, cfg.CrashLoopWindow),
+		recreate: newRecreateBackoff(cfg.Now, cfg.RecreateBackoffMin, cfg.RecreateBackoffMax),
 		kick:     make(chan struct{}, 1),
 	}
+	a.health = &health{log: a.log, dockerBack: a.requestRelist}
+	a.rt = healthRuntime{rt: rt, health: a.health}
+	a.view = newView(reg, a.health, a.log)
 	rows, err := reg.FindInstances(ctx, dtma.InstanceFilter{})
 	if err != nil {
 		return nil, fmt.Errorf("load registry: %w", err)
 	}
-	now := a.cfg.Now()
 	for _, inst := range rows {
-		if h := inst.Spec.Hash(); inst.SpecHash != h {
-			// Stored by an older agent with the hash over env values
-			// (or otherwise stale): recompute from the stored spec and
-			// let flush write it back.
-			inst.SpecHash = h
-			a.dirty[inst.ID] = true
-		}
-		a.view[inst.ID] = inst
+		// Stored by an older agent with the hash over env values (or
+		// otherwise stale): recompute from the stored spec and let flush
+		// write it back.
+		h := inst.Spec.Hash()
+		stale := inst.SpecHash != h
+		inst.SpecHash = h
+		a.view.load(inst, stale)
 		if inst.Status == dtma.StatusCrashLoop {
 			// Restart times live in memory; the recorded status says
 			// there were enough of them. Count them as of now, so the
 			// instance stays crashloop for a window and clears only
 			// when a window passes without a restart.
-			for i := 0; i < a.cfg.CrashLoopRestarts; i++ {
-				a.restarts[inst.ID] = append(a.restarts[inst.ID], now)
-			}
+			a.restarts.note(inst.ID, a.cfg.CrashLoopRestarts)
 		}
 	}
 	return a, nil
-}
-
-// snapshot returns copies of every instance in the view, oldest first.
-func (a *Agent) snapshot() []*dtma.Instance {
-	a.mu.RLock()
-	out := make([]*dtma.Instance, 0, len(a.view))
-	for _, inst := range a.view {
-		out = append(out, inst.Clone())
-	}
-	a.mu.RUnlock()
-	sortInstances(out)
-	return out
-}
-
-func sortInstances(list []*dtma.Instance) {
-	sort.Slice(list, func(i, j int) bool {
-		if !list[i].CreatedAt.Equal(list[j].CreatedAt) {
-			return list[i].CreatedAt.Before(list[j].CreatedAt)
-		}
-		return list[i].Name < list[j].Name
-	})
-}
-
-// get returns a copy of the view's instance with that id, or nil.
-func (a *Agent) get(id string) *dtma.Instance {
-	a.mu.RLock()
-	defer a.mu.RUnlock()
-	return a.view[id].Clone()
-}
-
-// lookup finds an instance by ref, in this order: the instance id, then
-// the account tool instance id (both UUIDs, compared case-insensitively),
-// then the name (exact). New names cannot have the shape of a UUID
-// (dtma.ValidateName), so the three spaces cannot collide for rows created
-// now; a row stored earlier under a UUID-shaped name still resolves by that
-// name when no id or account id matches, and can no longer capture another
-// instance's id or account id. It returns a copy or nil.
-func (a *Agent) lookup(ref string) *dtma.Instance {
-	a.mu.RLock()
-	defer a.mu.RUnlock()
-	lower := strings.ToLower(ref)
-	var byAcct, byName *dtma.Instance
-	for _, inst := range a.view {
-		if inst.ID == lower {
-			return inst.Clone()
-		}
-		if inst.AccountToolInstanceID != "" && inst.AccountToolInstanceID == lower {
-			byAcct = inst
-		}
-		if inst.Name == ref {
-			byName = inst
-		}
-	}
-	if byAcct != nil {
-		return byAcct.Clone()
-	}
-	return byName.Clone()
-}
-
-// find is lookup with ENOTFOUND.
-func (a *Agent) find(ref string) (*dtma.Instance, error) {
-	if inst := a.lookup(ref); inst != nil {
-		return inst, nil
-	}
-	return nil, dtma.Errorf(dtma.ENOTFOUND, "no instance %q on this host", ref)
-}
-
-// putView stores a copy of inst in the view.
-func (a *Agent) putView(inst *dtma.Instance) {
-	a.mu.Lock()
-	a.view[inst.ID] = inst.Clone()
-	a.mu.Unlock()
-}
-
-// writeIntent records inst (an operation about to start) in the registry
-// and the view. The operation must not proceed when it fails.
-func (a *Agent) writeIntent(ctx context.Context, inst *dtma.Instance) error {
-	if err := a.reg.UpdateInstance(ctx, inst); err != nil {
-		a.noteRegistry(err)
-		return fmt.Errorf("record intent for %s: %w", inst.Name, err)
-	}
-	a.noteRegistry(nil)
-	a.mu.Lock()
-	a.view[inst.ID] = inst.Clone()
-	delete(a.dirty, inst.ID)
-	a.mu.Unlock()
-	return nil
-}
-
-// writeOutcome records inst after Docker acted. The view always takes it
-// (it is what Docker now shows); when the registry cannot be written the row
-// is marked dirty and written by the reconciler once the registry is back.
-func (a *Agent) writeOutcome(ctx context.Context, inst *dtma.Instance) {
-	err := a.reg.UpdateInstance(ctx, inst)
-	a.noteRegistry(err)
-	a.mu.Lock()
-	a.view[inst.ID] = inst.Clone()
-	if err != nil {
-		a.dirty[inst.ID] = true
-	} else {
-		delete(a.dirty, inst.ID)
-	}
-	a.mu.Unlock()
-	if err != nil {
-		a.log.Error("record outcome; will retry", "instance", inst.Name, "err", err)
-	}
-}
-
-// dropInstance deletes the row and the view entry; when the registry cannot
-// be written the deletion is retried by the reconciler.
-func (a *Agent) dropInstance(ctx context.Context, inst *dtma.Instance) {
-	err := a.reg.DeleteInstance(ctx, inst.ID)
-	a.noteRegistry(err)
-	a.mu.Lock()
-	delete(a.view, inst.ID)
-	delete(a.dirty, inst.ID)
-	delete(a.restarts, inst.ID)
-	delete(a.recreate, inst.ID)
-	if err != nil {
-		a.deleted[inst.ID] = true
-	}
-	a.mu.Unlock()
-	if err != nil {
-		a.log.Error("delete record; will retry", "instance", inst.Name, "err", err)
-	}
-}
-
-func (a *Agent) noteRegistry(err error) {
-	if err != nil && dtma.ErrorCode(err) != dtma.EUNAVAILABLE {
-		return // a conflict or not-found says the registry answered
-	}
-	a.health.mu.Lock()
-	a.health.registryErr = err
-	a.health.mu.Unlock()
-}
-
-// noteDocker records Docker's health from an operation's outcome: nil says
-// it answered, EUNAVAILABLE that it did not. A failure of an image registry
-// (dtma.ErrRegistry) says nothing about Docker and is ignored.
-func (a *Agent) noteDocker(err error) {
-	if err != nil && (dtma.ErrorCode(err) != dtma.EUNAVAILABLE || errors.Is(err, dtma.ErrRegistry)) {
-		return
-	}
-	a.health.mu.Lock()
-	prev := a.health.dockerErr
-	a.health.dockerErr = err
-	a.health.mu.Unlock()
-	if prev == nil && err != nil {
-		a.log.Error("docker unreachable", "err", err)
-	} else if prev != nil && err == nil {
-		a.log.Info("docker reachable again")
-		a.requestRelist()
-	}
 }
 
 // requestRelist asks the reconciler for a full relist soon.
@@ -383,23 +211,10 @@ func (a *Agent) lockInstance(ctx context.Context, name string) (func(), error) {
 func (a *Agent) Health(ctx context.Context) dtma.Health {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	a.noteDocker(a.rt.Ping(ctx))
-	a.noteRegistry(a.reg.Ping(ctx))
-	a.health.mu.Lock()
-	defer a.health.mu.Unlock()
-	h := dtma.Health{
-		Version:        a.cfg.Version,
-		HostID:         a.cfg.HostID,
-		DockerOK:       a.health.dockerErr == nil,
-		RegistryOK:     a.health.registryErr == nil,
-		LastObservedAt: a.health.lastObservedAt,
-	}
-	if a.health.dockerErr != nil {
-		h.DockerError = dtma.ErrorMessage(a.health.dockerErr)
-	}
-	if a.health.registryErr != nil {
-		h.RegistryError = dtma.ErrorMessage(a.health.registryErr)
-	}
+	_ = a.rt.Ping(ctx) // the runtime records Docker's health
+	a.health.noteRegistry(a.reg.Ping(ctx))
+	h := dtma.Health{Version: a.cfg.Version, HostID: a.hostID}
+	a.health.report(&h)
 	return h
 }
 
@@ -409,7 +224,6 @@ func (a *Agent) requireDocker(ctx context.Context) error {
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	err := a.rt.Ping(pctx)
-	a.noteDocker(err)
 	if err != nil {
 		if dtma.ErrorCode(err) == dtma.EUNAVAILABLE {
 			return err

@@ -15,11 +15,13 @@ import (
 // crash safety) are proven end to end against real Docker in e2e/.
 
 func testAgent(free func(string, int, string) bool) *Agent {
-	cfg := Config{HostID: "h1", ListenPort: 30000, PortRangeStart: 31000, PortRangeEnd: 31003, PortFree: free,
+	cfg := Config{ListenPort: 30000, PortRangeStart: 31000, PortRangeEnd: 31003, PortFree: free,
 		CrashLoopRestarts: 3, CrashLoopWindow: time.Minute}
 	cfg.setDefaults()
-	return &Agent{cfg: cfg, log: cfg.Logger, locks: newKeyedMutex(), view: map[string]*dtma.Instance{},
-		dirty: map[string]bool{}, deleted: map[string]bool{}, restarts: map[string][]time.Time{}, recreate: map[string]*backoff{}}
+	h := &health{log: cfg.Logger}
+	return &Agent{cfg: cfg, hostID: "h1", log: cfg.Logger, locks: newKeyedMutex(), view: newView(nil, h, cfg.Logger), health: h,
+		restarts: newCrashLoop(cfg.Now, cfg.CrashLoopRestarts, cfg.CrashLoopWindow),
+		recreate: newRecreateBackoff(cfg.Now, cfg.RecreateBackoffMin, cfg.RecreateBackoffMax)}
 }
 
 func TestKeyedMutex(t *testing.T) {
@@ -137,7 +139,7 @@ func TestResolvePortsRemap(t *testing.T) {
 func TestMatchExisting(t *testing.T) {
 	a := testAgent(nil)
 	spec := dtma.Spec{Image: "img:1", Env: map[string]string{"K": "secret-v1"}}
-	a.view["1"] = &dtma.Instance{ID: "1", Name: "tool", AccountToolInstanceID: "6f1c1f0e-4a59-4d5e-9a59-3f1d2c8b9e10", Spec: spec, SpecHash: spec.Hash()}
+	a.view.rows["1"] = &dtma.Instance{ID: "1", Name: "tool", AccountToolInstanceID: "6f1c1f0e-4a59-4d5e-9a59-3f1d2c8b9e10", Spec: spec, SpecHash: spec.Hash()}
 
 	same := dtma.DeployRequest{Name: "tool", AccountToolInstanceID: "6f1c1f0e-4a59-4d5e-9a59-3f1d2c8b9e10", Spec: spec}
 	if inst, err := a.matchExisting(same); err != nil || inst == nil || inst.ID != "1" {
@@ -184,36 +186,33 @@ func TestInstanceFromContainer(t *testing.T) {
 }
 
 func TestCrashLoopWindow(t *testing.T) {
-	a := testAgent(nil)
-	a.noteRestarts("x", 2)
-	if a.crashLooping("x") {
+	now := time.Now()
+	c := newCrashLoop(func() time.Time { return now }, 3, time.Minute)
+	c.note("x", 2)
+	if c.looping("x") {
 		t.Fatal("2 restarts < 3")
 	}
-	a.noteRestarts("x", 1)
-	if !a.crashLooping("x") {
+	c.note("x", 1)
+	if !c.looping("x") {
 		t.Fatal("3 restarts within the window")
 	}
-	a.mu.Lock()
-	for i := range a.restarts["x"] {
-		a.restarts["x"][i] = time.Now().Add(-2 * time.Minute)
-	}
-	a.mu.Unlock()
-	if a.crashLooping("x") {
+	now = now.Add(2 * time.Minute)
+	if c.looping("x") {
 		t.Fatal("restarts outside the window still count")
 	}
 }
 
 func TestRecreateBackoff(t *testing.T) {
-	a := testAgent(nil)
-	if !a.recreateAllowed("x") {
+	b := newRecreateBackoff(time.Now, time.Second, time.Minute)
+	if !b.allowed("x") {
 		t.Fatal("first attempt must be allowed")
 	}
-	a.recreateFailed("x")
-	if a.recreateAllowed("x") {
+	b.failed("x")
+	if b.allowed("x") {
 		t.Fatal("retry allowed at once after a failure")
 	}
-	a.recreateSucceeded("x")
-	if !a.recreateAllowed("x") {
+	b.forget("x")
+	if !b.allowed("x") {
 		t.Fatal("success must reset the backoff")
 	}
 }
@@ -355,14 +354,14 @@ func TestLookupOrder(t *testing.T) {
 	byAcct := &dtma.Instance{ID: "44444444-4444-4444-8444-444444444444", Name: strings.ToUpper(victim.AccountToolInstanceID)}
 	old := &dtma.Instance{ID: "55555555-5555-4555-8555-555555555555", Name: "66666666-6666-4666-8666-666666666666"}
 	for _, inst := range []*dtma.Instance{victim, byID, byAcct, old} {
-		a.view[inst.ID] = inst
+		a.view.rows[inst.ID] = inst
 	}
 	for ref, want := range map[string]string{
 		victim.ID: victim.ID, strings.ToUpper(victim.ID): victim.ID,
 		victim.AccountToolInstanceID: victim.ID, strings.ToUpper(victim.AccountToolInstanceID): victim.ID,
 		"victim": victim.ID, old.Name: old.ID, byID.ID: byID.ID,
 	} {
-		if got := a.lookup(ref); got == nil || got.ID != want {
+		if got := a.view.lookup(ref); got == nil || got.ID != want {
 			t.Errorf("lookup(%q) = %v, want %s", ref, got, want)
 		}
 	}
@@ -391,11 +390,12 @@ func TestSameEnvValues(t *testing.T) {
 func TestNoteDockerIgnoresRegistryFailures(t *testing.T) {
 	a := testAgent(nil)
 	a.kick = make(chan struct{}, 1)
-	a.noteDocker(&dtma.Error{Code: dtma.EUNAVAILABLE, Message: "pull image x: the registry could not be reached or failed", Err: fmt.Errorf("%w 127.0.0.1:1: refused", dtma.ErrRegistry)})
+	a.health.dockerBack = a.requestRelist
+	a.health.noteDocker(&dtma.Error{Code: dtma.EUNAVAILABLE, Message: "pull image x: the registry could not be reached or failed", Err: fmt.Errorf("%w 127.0.0.1:1: refused", dtma.ErrRegistry)})
 	if a.health.dockerErr != nil {
 		t.Fatalf("a registry failure marked Docker down: %v", a.health.dockerErr)
 	}
-	a.noteDocker(dtma.Errorf(dtma.EUNAVAILABLE, "docker unavailable: ping"))
+	a.health.noteDocker(dtma.Errorf(dtma.EUNAVAILABLE, "docker unavailable: ping"))
 	if a.health.dockerErr == nil {
 		t.Fatalf("Docker not answering was not recorded")
 	}

@@ -80,7 +80,7 @@ func newBed(t *testing.T) *bed {
 		rt:    runtimetest.New(testHost),
 		clock: clock,
 		cfg: Config{
-			HostID: testHost, ListenPort: 30000, PortRangeStart: 31000, PortRangeEnd: 31009,
+			ListenPort: 30000, PortRangeStart: 31000, PortRangeEnd: 31009,
 			PortFree:          func(string, int, string) bool { return true },
 			CrashLoopRestarts: 3, CrashLoopWindow: time.Minute,
 			RecreateBackoffMin: time.Second, RecreateBackoffMax: 8 * time.Second,
@@ -120,7 +120,7 @@ func testSpec() dtma.Spec {
 
 // labels returns the labels the agent gives inst's container.
 func labels(inst *dtma.Instance) map[string]string {
-	return (&Agent{cfg: Config{HostID: testHost}}).labelsFor(inst)
+	return (&Agent{hostID: testHost}).labelsFor(inst)
 }
 
 // seed writes a settled row for name to the registry and, unless state is

@@ -54,7 +54,7 @@ func (a *Agent) Deploy(ctx context.Context, req dtma.DeployRequest) (*dtma.Insta
 		a.createMu.Unlock()
 		return nil, false, err
 	}
-	view := a.snapshot()
+	view := a.view.snapshot()
 	ports, remaps, err := a.resolvePorts(view, "", req.Spec.Ports, req.OnPortConflict)
 	if err != nil {
 		a.createMu.Unlock()
@@ -62,7 +62,7 @@ func (a *Agent) Deploy(ctx context.Context, req dtma.DeployRequest) (*dtma.Insta
 	}
 	inst := &dtma.Instance{
 		ID:                    dtma.NewUUID(),
-		HostID:                a.cfg.HostID,
+		HostID:                a.hostID,
 		Name:                  req.Name,
 		AccountToolInstanceID: req.AccountToolInstanceID,
 		ContainerName:         a.containerNameFor(view, req.Name),
@@ -75,13 +75,10 @@ func (a *Agent) Deploy(ctx context.Context, req dtma.DeployRequest) (*dtma.Insta
 		Tracking:              dtma.TrackLabel,
 		Observed:              dtma.Observed{DockerStatus: dtma.DockerMissing},
 	}
-	err = a.reg.CreateInstance(ctx, inst)
-	a.noteRegistry(err)
-	if err != nil {
+	if err := a.view.create(ctx, inst); err != nil {
 		a.createMu.Unlock()
 		return nil, false, fmt.Errorf("record deploy of %s: %w", req.Name, err)
 	}
-	a.putView(inst)
 	a.createMu.Unlock()
 	a.log.Info("deploy", "instance", inst.Name, "container", inst.ContainerName, "image", inst.Spec.Image)
 	for _, m := range remaps {
@@ -102,17 +99,7 @@ func (a *Agent) Deploy(ctx context.Context, req dtma.DeployRequest) (*dtma.Insta
 // nil when the name and account id are both new, or ECONFLICT saying what
 // differs. Caller holds createMu.
 func (a *Agent) matchExisting(req dtma.DeployRequest) (*dtma.Instance, error) {
-	var byName, byAcct *dtma.Instance
-	a.mu.RLock()
-	for _, inst := range a.view {
-		if inst.Name == req.Name {
-			byName = inst.Clone()
-		}
-		if req.AccountToolInstanceID != "" && inst.AccountToolInstanceID == req.AccountToolInstanceID {
-			byAcct = inst.Clone()
-		}
-	}
-	a.mu.RUnlock()
+	byName, byAcct := a.view.byNameOrAccount(req.Name, req.AccountToolInstanceID)
 	switch {
 	case byName == nil && byAcct == nil:
 		return nil, nil
@@ -149,7 +136,7 @@ func (a *Agent) containerNameFor(view []*dtma.Instance, name string) string {
 	plain := dtma.ContainerName(name)
 	for _, inst := range view {
 		if inst.ContainerName == plain {
-			return dtma.DisambiguatedContainerName(a.cfg.HostID, name)
+			return dtma.DisambiguatedContainerName(a.hostID, name)
 		}
 	}
 	return plain
@@ -161,7 +148,7 @@ func (a *Agent) containerNameFor(view []*dtma.Instance, name string) string {
 func (a *Agent) labelsFor(inst *dtma.Instance) map[string]string {
 	l := map[string]string{
 		dtma.LabelManaged:    "true",
-		dtma.LabelHost:       a.cfg.HostID,
+		dtma.LabelHost:       a.hostID,
 		dtma.LabelInstance:   inst.Name,
 		dtma.LabelInstanceID: inst.ID,
 		dtma.LabelSpecHash:   inst.SpecHash,
@@ -197,7 +184,6 @@ func (a *Agent) createAndStart(ctx context.Context, inst *dtma.Instance, policy 
 		}
 	}
 	warning, err := a.rt.EnsureImage(ctx, inst.Spec.Image, policy)
-	a.noteDocker(err) // ignores registry failures: they say nothing of Docker
 
 	if err != nil {
 		return fmt.Errorf("deploy %s: %w", inst.Name, imageField(err))
@@ -211,11 +197,10 @@ func (a *Agent) createAndStart(ctx context.Context, inst *dtma.Instance, policy 
 	}
 	inst.ContainerID = id
 	inst.Tracking = dtma.TrackLabel
-	if err := a.writeIntent(ctx, inst); err != nil {
+	if err := a.view.writeIntent(ctx, inst); err != nil {
 		return err
 	}
 	if _, err := a.rt.StartContainer(ctx, id); err != nil {
-		a.noteDocker(err)
 		return fmt.Errorf("start %s: %w", inst.Name, err)
 	}
 	a.settle(ctx, inst)
@@ -258,7 +243,6 @@ func (a *Agent) createContainer(ctx context.Context, inst *dtma.Instance) (strin
 			CapAdd: caps,
 		}
 		id, err := a.rt.CreateContainer(ctx, cfg)
-		a.noteDocker(err)
 		if err == nil {
 			return id, nil
 		}
@@ -282,17 +266,16 @@ func (a *Agent) createContainer(ctx context.Context, inst *dtma.Instance) (strin
 		if ierr != nil {
 			return "", fmt.Errorf("name %s taken: %w", inst.ContainerName, ierr)
 		}
-		if c.Labels[dtma.LabelHost] == a.cfg.HostID && c.Labels[dtma.LabelInstanceID] == inst.ID {
+		if c.Labels[dtma.LabelHost] == a.hostID && c.Labels[dtma.LabelInstanceID] == inst.ID {
 			return c.ID, nil // ours, from an attempt interrupted by a crash
 		}
-		if c.Labels[dtma.LabelHost] == a.cfg.HostID && c.Labels[dtma.LabelInstance] == inst.Name &&
-			neverStarted(c) && a.get(strings.ToLower(c.Labels[dtma.LabelInstanceID])) == nil && retries < 5 {
+		if c.Labels[dtma.LabelHost] == a.hostID && c.Labels[dtma.LabelInstance] == inst.Name &&
+			neverStarted(c) && a.view.get(strings.ToLower(c.Labels[dtma.LabelInstanceID])) == nil && retries < 5 {
 			// Left by an interrupted deploy of this name whose record is
 			// gone (Docker finished the create after the agent died): it
 			// never ran, so it makes way rather than push this instance
 			// to another name.
 			if rerr := a.rt.RemoveContainer(ctx, c.ID); rerr != nil {
-				a.noteDocker(rerr)
 				return "", fmt.Errorf("remove never-started %s: %w", inst.ContainerName, rerr)
 			}
 			a.log.Warn("removed a never-started container no record knows (an interrupted deploy)", "container", c.Name, "instance", inst.Name)
@@ -300,31 +283,16 @@ func (a *Agent) createContainer(ctx context.Context, inst *dtma.Instance) (strin
 			attempt--
 			continue
 		}
-		alt := dtma.DisambiguatedContainerName(a.cfg.HostID, inst.Name)
+		alt := dtma.DisambiguatedContainerName(a.hostID, inst.Name)
 		if inst.ContainerName == alt {
 			return "", dtma.Errorf(dtma.ECONFLICT, "container name %s is taken by a container DTMA does not manage", inst.ContainerName)
 		}
 		inst.ContainerName = alt
-		if err := a.writeIntent(ctx, inst); err != nil {
+		if err := a.view.writeIntent(ctx, inst); err != nil {
 			return "", err
 		}
 	}
 	return "", dtma.Errorf(dtma.ECONFLICT, "container name %s is taken", inst.ContainerName)
-}
-
-// settle inspects inst's container and records the settled state:
-// operation cleared, status from Docker, last error cleared.
-func (a *Agent) settle(ctx context.Context, inst *dtma.Instance) {
-	if c, err := a.rt.InspectContainer(ctx, inst.ContainerID); err == nil {
-		inst.Observed = normObserved(c.Observed())
-		inst.ObservedAt = nowUTC()
-	} else if dtma.ErrorCode(err) == dtma.ENOTFOUND {
-		inst.Observed = dtma.Observed{DockerStatus: dtma.DockerMissing}
-	}
-	inst.PendingOp = dtma.OpNone
-	inst.LastError = ""
-	inst.Status = a.statusFor(inst)
-	a.writeOutcome(ctx, inst)
 }
 
 // undoDeploy removes what a failed deploy made: the container, then the
@@ -345,11 +313,10 @@ func (a *Agent) undoDeploy(ctx context.Context, inst *dtma.Instance, cause error
 		err = nil // nothing of ours to remove
 	}
 	if err != nil {
-		a.noteDocker(err)
 		inst.PendingOp = dtma.OpRemove
 		inst.Status = dtma.StatusRemoving
 		inst.LastError = dtma.ErrorMessage(cause)
-		a.writeOutcome(ctx, inst)
+		a.view.writeOutcome(ctx, inst)
 		a.requestRelist()
 		return
 	}

@@ -13,26 +13,26 @@ import (
 // FindInstance implements dtma.InstanceService; it reads the agent's view
 // of the registry, never Docker.
 func (a *Agent) FindInstance(ctx context.Context, ref string) (*dtma.Instance, error) {
-	return a.find(ref)
+	return a.view.find(ref)
 }
 
 // ListInstances implements dtma.InstanceService from the agent's view.
 func (a *Agent) ListInstances(ctx context.Context) ([]*dtma.Instance, error) {
-	return a.snapshot(), nil
+	return a.view.snapshot(), nil
 }
 
 // ListFleet implements dtma.InstanceService: it reads every host's rows
 // from the registry. EUNAVAILABLE when the registry is down.
 func (a *Agent) ListFleet(ctx context.Context) ([]*dtma.Instance, error) {
 	list, err := a.reg.FindInstances(ctx, dtma.InstanceFilter{AllHosts: true})
-	a.noteRegistry(err)
+	a.health.noteRegistry(err)
 	if err != nil {
 		return nil, fmt.Errorf("list fleet: %w", err)
 	}
 	// This host's rows are freshest in the view.
 	for i, inst := range list {
-		if inst.HostID == a.cfg.HostID {
-			if v := a.get(inst.ID); v != nil {
+		if inst.HostID == a.hostID {
+			if v := a.view.get(inst.ID); v != nil {
 				list[i] = v
 			}
 		}
@@ -43,7 +43,7 @@ func (a *Agent) ListFleet(ctx context.Context) ([]*dtma.Instance, error) {
 // resolveLocked finds ref and takes its instance lock, re-reading the
 // instance under the lock. The caller must call unlock.
 func (a *Agent) resolveLocked(ctx context.Context, ref string) (*dtma.Instance, func(), error) {
-	inst, err := a.find(ref)
+	inst, err := a.view.find(ref)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -51,7 +51,7 @@ func (a *Agent) resolveLocked(ctx context.Context, ref string) (*dtma.Instance, 
 	if err != nil {
 		return nil, nil, err
 	}
-	if inst = a.get(inst.ID); inst == nil {
+	if inst = a.view.get(inst.ID); inst == nil {
 		unlock()
 		return nil, nil, dtma.Errorf(dtma.ENOTFOUND, "no instance %q on this host", ref)
 	}
@@ -120,7 +120,7 @@ func (a *Agent) beginOp(ctx context.Context, inst *dtma.Instance, desired dtma.D
 	inst.DesiredState = desired
 	inst.PendingOp = op
 	inst.Status = status
-	if err := a.writeIntent(ctx, inst); err != nil {
+	if err := a.view.writeIntent(ctx, inst); err != nil {
 		return nil, err
 	}
 	c, err := a.containerOf(ctx, inst)
@@ -205,17 +205,15 @@ func (a *Agent) RemoveInstance(ctx context.Context, ref string) error {
 func (a *Agent) removeLocked(ctx context.Context, inst *dtma.Instance) error {
 	inst.PendingOp = dtma.OpRemove
 	inst.Status = dtma.StatusRemoving
-	if err := a.writeIntent(ctx, inst); err != nil {
+	if err := a.view.writeIntent(ctx, inst); err != nil {
 		return err
 	}
 	c, err := a.containerOf(ctx, inst)
 	if err != nil {
-		a.noteDocker(err)
 		return fmt.Errorf("remove %s: %w", inst.Name, err)
 	}
 	if c != nil {
 		if err := a.removeContainer(ctx, c.ID); err != nil {
-			a.noteDocker(err)
 			return fmt.Errorf("remove %s: %w", inst.Name, err)
 		}
 	}
@@ -250,7 +248,7 @@ func (a *Agent) removeContainer(ctx context.Context, id string) error {
 // InstanceLogs implements dtma.InstanceService. An instance without a
 // container has no logs: an empty stream, not an error.
 func (a *Agent) InstanceLogs(ctx context.Context, ref string, opts dtma.LogOptions) (io.ReadCloser, error) {
-	inst, err := a.find(ref)
+	inst, err := a.view.find(ref)
 	if err != nil {
 		return nil, err
 	}
@@ -262,7 +260,6 @@ func (a *Agent) InstanceLogs(ctx context.Context, ref string, opts dtma.LogOptio
 		return io.NopCloser(strings.NewReader("")), nil
 	}
 	rc, err := a.rt.ContainerLogs(ctx, c.ID, opts)
-	a.noteDocker(err)
 	if err != nil {
 		return nil, fmt.Errorf("logs %s: %w", inst.Name, err)
 	}
@@ -279,7 +276,6 @@ func (a *Agent) containerOf(ctx context.Context, inst *dtma.Instance) (*dtma.Con
 		if err == nil {
 			return c, nil
 		}
-		a.noteDocker(err)
 		if dtma.ErrorCode(err) != dtma.ENOTFOUND {
 			return nil, err
 		}
@@ -289,53 +285,13 @@ func (a *Agent) containerOf(ctx context.Context, inst *dtma.Instance) (*dtma.Con
 	}
 	c, err := a.rt.InspectContainer(ctx, inst.ContainerName)
 	if err != nil {
-		a.noteDocker(err)
 		if dtma.ErrorCode(err) == dtma.ENOTFOUND {
 			return nil, nil
 		}
 		return nil, err
 	}
-	if c.Labels[dtma.LabelHost] == a.cfg.HostID && c.Labels[dtma.LabelInstanceID] == inst.ID {
+	if c.Labels[dtma.LabelHost] == a.hostID && c.Labels[dtma.LabelInstanceID] == inst.ID {
 		return c, nil
 	}
 	return nil, nil
 }
-
-// fail records a failed operation and returns err. When Docker went away
-// mid-operation the intent stays (the reconciler finishes it once Docker is
-// back); otherwise the operation is cleared and the error recorded.
-func (a *Agent) fail(ctx context.Context, inst *dtma.Instance, err error) error {
-	a.noteDocker(err)
-	if dtma.ErrorCode(err) == dtma.EUNAVAILABLE {
-		inst.LastError = dtma.ErrorMessage(err)
-		a.writeOutcome(ctx, inst)
-		return err
-	}
-	a.log.Warn("operation failed", "instance", inst.Name, "err", err)
-	if c, ierr := a.containerOf(ctx, inst); ierr == nil {
-		if c != nil {
-			inst.Observed = normObserved(c.Observed())
-		} else {
-			inst.Observed = dtma.Observed{DockerStatus: dtma.DockerMissing}
-		}
-	}
-	inst.PendingOp = dtma.OpNone
-	inst.Status = dtma.StatusError
-	inst.LastError = dtma.ErrorMessage(err)
-	a.writeOutcome(ctx, inst)
-	return err
-}
-
-// statusFor is the settled dtma status of inst: crashloop when Docker
-// restarted it too often lately, otherwise what Docker shows.
-func (a *Agent) statusFor(inst *dtma.Instance) dtma.Status {
-	if inst.PendingOp != dtma.OpNone {
-		return inst.Status
-	}
-	if inst.DesiredState == dtma.DesiredRunning && a.crashLooping(inst.ID) {
-		return dtma.StatusCrashLoop
-	}
-	return inst.SettledStatus()
-}
-
-func nowUTC() time.Time { return time.Now().UTC() }

@@ -67,7 +67,7 @@ func TestLimitsSurviveLabels(t *testing.T) {
 func TestMatchExistingLimits(t *testing.T) {
 	a := testAgent(nil)
 	spec := dtma.Spec{Image: "img:1", Limits: dtma.Limits{PIDs: 64}}
-	a.view["1"] = &dtma.Instance{ID: "1", Name: "tool", Spec: spec, SpecHash: spec.Hash()}
+	a.view.rows["1"] = &dtma.Instance{ID: "1", Name: "tool", Spec: spec, SpecHash: spec.Hash()}
 	if inst, err := a.matchExisting(dtma.DeployRequest{Name: "tool", Spec: spec}); err != nil || inst == nil {
 		t.Fatalf("same limits: %v %v", inst, err)
 	}

@@ -31,14 +31,14 @@ func FuzzFindInstance(f *testing.F) {
 			{ID: strings.ToLower(name), Name: "by-id " + name},
 		}
 		for _, inst := range insts {
-			a.view[inst.ID] = inst
+			a.view.rows[inst.ID] = inst
 		}
 		matches := func(inst *dtma.Instance) bool {
 			lower := strings.ToLower(ref)
 			return inst.Name == ref || (inst.AccountToolInstanceID != "" && inst.AccountToolInstanceID == lower) || inst.ID == lower
 		}
 		any := false
-		for _, inst := range a.view {
+		for _, inst := range a.view.rows {
 			any = any || matches(inst)
 		}
 		got, err := a.FindInstance(context.Background(), ref)

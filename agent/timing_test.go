@@ -108,7 +108,7 @@ func TestRecreateBackoffTiming(t *testing.T) {
 	want := 1
 	for _, wait := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 8 * time.Second} {
 		b.clock.Advance(wait - time.Millisecond)
-		if b.a.recreateDue() {
+		if b.a.recreate.due() {
 			t.Fatalf("recreate due before %s", wait)
 		}
 		b.relist()
@@ -116,7 +116,7 @@ func TestRecreateBackoffTiming(t *testing.T) {
 			t.Fatalf("attempt before the %s backoff expired", wait)
 		}
 		b.clock.Advance(time.Millisecond)
-		if !b.a.recreateDue() {
+		if !b.a.recreate.due() {
 			t.Fatalf("recreate not due after %s", wait)
 		}
 		b.relist()
@@ -132,7 +132,7 @@ func TestRecreateBackoffTiming(t *testing.T) {
 	if r.Status != dtma.StatusRunning || r.LastError != "" || b.rt.Container(r.ContainerID) == nil {
 		t.Fatalf("after a successful recreate: %s %q", r.Status, r.LastError)
 	}
-	if b.a.recreateDue() || len(b.a.recreate) != 0 {
+	if b.a.recreate.due() || len(b.a.recreate.state) != 0 {
 		t.Fatalf("backoff not reset")
 	}
 	// Docker down during the recreate: the intent stands, retried later.
@@ -164,7 +164,7 @@ func TestDirtyRowCatchUp(t *testing.T) {
 	// The pending remove is carried out, but its row cannot be deleted.
 	b.reg.SetFail(failOps(registrytest.OpDeleteInstance))
 	b.relist()
-	if b.row("removed") == nil || len(b.a.deleted) != 1 {
+	if b.row("removed") == nil || len(b.a.view.deleted) != 1 {
 		t.Fatalf("the deletion was to fail")
 	}
 	b.rt.SetState(stopped.ContainerID, dtma.DockerExited)
@@ -206,8 +206,8 @@ func TestDirtyRowCatchUp(t *testing.T) {
 	if b.row("removed") != nil {
 		t.Fatalf("deleted row not deleted after the flush")
 	}
-	if len(b.a.dirty) != 0 || len(b.a.deleted) != 0 {
-		t.Fatalf("dirty %v deleted %v", b.a.dirty, b.a.deleted)
+	if dirty, deleted := b.a.view.pending(); len(dirty) != 0 || len(deleted) != 0 {
+		t.Fatalf("dirty %v deleted %v", dirty, deleted)
 	}
 	// A row the registry lost meanwhile is created again.
 	b.rt.SetState(stopped.ContainerID, dtma.DockerRunning)

@@ -247,13 +247,18 @@ func (r *Runtime) InspectContainer(ctx context.Context, idOrName string) (*dtma.
 }
 
 // ListContainers returns every container (running or not) labelled
-// dtma.host=hostID, from one label-filtered list call and nothing else.
+// dtma.host=HostID(), from one label-filtered list call and nothing else.
 //
 // Docker's list summary carries neither the environment, the port bindings
 // nor StartedAt, exit code and restart count: the containers come back
 // with Summary set, and callers that need the rest inspect. EUNAVAILABLE
-// when the daemon cannot be reached.
-func (r *Runtime) ListContainers(ctx context.Context, hostID string) ([]*dtma.Container, error) {
+// when the daemon cannot be reached; EINVALID when the Runtime has no host
+// id.
+func (r *Runtime) ListContainers(ctx context.Context) ([]*dtma.Container, error) {
+	hostID := r.hostID
+	if hostID == "" {
+		return nil, errUnscoped("list containers")
+	}
 	res, err := r.client.ContainerList(ctx, client.ContainerListOptions{
 		All:     true,
 		Filters: make(client.Filters).Add("label", dtma.LabelHost+"="+hostID),

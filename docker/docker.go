@@ -33,6 +33,11 @@ type Options struct {
 	// "" means DOCKER_HOST (with DOCKER_TLS_VERIFY/DOCKER_CERT_PATH) or the
 	// default socket.
 	Host string
+	// HostID scopes the Runtime to one DTMA host: ListContainers and
+	// Events see only containers labelled dtma.host=HostID. "" leaves it
+	// unscoped, for callers that only create and inspect; those two calls
+	// then fail with EINVALID.
+	HostID string
 	// DefaultHostIP is the host address ports are published on when a Port
 	// has no HostIP; "" means Docker's default (all interfaces).
 	DefaultHostIP string
@@ -49,12 +54,18 @@ type Options struct {
 	// subnets are cut from (each sized for a shard: a /22 for 1000); unset,
 	// Docker's default address pools are used.
 	NetworkSubnets string
+
+	// DockerConfig is the path of a Docker CLI config.json whose
+	// credentials (auths entries, credHelpers, credsStore) are used for
+	// pulls that carry no credential of their own; "" means none.
+	DockerConfig string
 }
 
 // Runtime is a dtma.Runtime backed by a Docker daemon. It is safe for
 // concurrent use. Create it with New and release it with Close.
 type Runtime struct {
 	client        *client.Client
+	hostID        string
 	defaultHostIP netip.Addr
 	extraLabels   map[string]string
 
@@ -63,9 +74,20 @@ type Runtime struct {
 	subnets    netip.Prefix // zero: Docker's pools
 	subnetBits int
 	nets       networks
+
+	dockerConfig string // Options.DockerConfig
 }
 
 var _ dtma.Runtime = (*Runtime)(nil)
+
+// HostID implements dtma.Runtime: Options.HostID.
+func (r *Runtime) HostID() string { return r.hostID }
+
+// errUnscoped is the error of ListContainers and Events on a Runtime made
+// without Options.HostID.
+func errUnscoped(call string) error {
+	return &dtma.Error{Code: dtma.EINVALID, Message: call + ": the docker runtime has no host id (Options.HostID)"}
+}
 
 // statusKey is the context key under which a call asks the client's
 // response hook to record the HTTP status code of its request (Docker
@@ -77,7 +99,7 @@ type statusKey struct{}
 // contact the daemon; call Ping for that. EINVALID for a malformed Host or
 // DefaultHostIP.
 func New(opts Options) (*Runtime, error) {
-	r := &Runtime{extraLabels: make(map[string]string, len(opts.ExtraLabels))}
+	r := &Runtime{hostID: opts.HostID, extraLabels: make(map[string]string, len(opts.ExtraLabels)), dockerConfig: opts.DockerConfig}
 	for k, v := range opts.ExtraLabels {
 		r.extraLabels[k] = v
 	}

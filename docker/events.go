@@ -23,7 +23,7 @@ func isDockerAttribute(k string) bool {
 	return false
 }
 
-// Events streams the events of containers labelled dtma.host=hostID
+// Events streams the events of containers labelled dtma.host=HostID()
 // (create, start, die, stop, kill, destroy, restart, ...) until ctx ends.
 // The subscription is in place when Events returns. Each event's Labels are
 // the container's labels: Docker's own attribute keys (name, image,
@@ -32,9 +32,17 @@ func isDockerAttribute(k string) bool {
 // error channel receives one *dtma.Error, EUNAVAILABLE, and both channels
 // are closed; the caller then resubscribes and relists, since events may
 // have been missed. When ctx ends both channels are closed without an error.
-func (r *Runtime) Events(ctx context.Context, hostID string) (<-chan dtma.ContainerEvent, <-chan error) {
+// On a Runtime without a host id the error channel receives one EINVALID.
+func (r *Runtime) Events(ctx context.Context) (<-chan dtma.ContainerEvent, <-chan error) {
+	hostID := r.hostID
 	out := make(chan dtma.ContainerEvent)
 	errc := make(chan error, 1)
+	if hostID == "" {
+		errc <- errUnscoped("docker events")
+		close(errc)
+		close(out)
+		return out, errc
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	res := r.client.Events(ctx, client.EventsListOptions{

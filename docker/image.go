@@ -54,7 +54,13 @@ func (r *Runtime) EnsureImage(ctx context.Context, image string, policy dtma.Pul
 		return "", dtma.Errorf(dtma.EINVALID, "unknown pull policy %q", policy)
 	}
 
-	perr := r.pull(ctx, image)
+	opts := dtma.PullOptionsFrom(ctx)
+	host := registryHost(image)
+	auth, err := r.pullAuth(ctx, host, opts.Auth)
+	if err != nil {
+		return "", fmt.Errorf("pull image %s: %w", image, err)
+	}
+	perr := r.pull(ctx, image, auth, opts.Progress)
 	if perr == nil {
 		return "", nil
 	}
@@ -65,10 +71,17 @@ func (r *Runtime) EnsureImage(ctx context.Context, image string, policy dtma.Pul
 	if present {
 		return fmt.Sprintf("pull of image %s failed (%s); using the local copy", image, kind), nil
 	}
-	host := registryHost(image)
 	cause := fmt.Errorf("%w %s: %s", dtma.ErrRegistry, host, truncate(reason(perr), 300))
-	switch code {
-	case dtma.EINVALID:
+	switch {
+	case code == dtma.EINVALID && kind == kindRefused:
+		// Wrong or missing credentials: name the registry, and the
+		// deploy's credential when it carried one.
+		field := "image"
+		if opts.Auth != nil {
+			field = "registry_auth"
+		}
+		return "", &dtma.Error{Code: dtma.EINVALID, Field: field, Message: fmt.Sprintf("image %s cannot be pulled: registry %s %s", image, host, kind), Err: cause}
+	case code == dtma.EINVALID:
 		return "", &dtma.Error{Code: dtma.EINVALID, Field: "image", Message: fmt.Sprintf("image %s cannot be pulled: %s", image, kind), Err: cause}
 	default:
 		return "", &dtma.Error{Code: dtma.EUNAVAILABLE, Message: fmt.Sprintf("pull image %s: %s", image, kind), Err: cause}
@@ -104,21 +117,27 @@ func (r *Runtime) imagePresent(ctx context.Context, image string) (bool, error) 
 	return false, r.wrap(err, "inspect image %s", image)
 }
 
-// pull pulls image and drains the progress stream, returning the first
-// error the daemon reports in it (errorDetail or error field) or the
-// request's own error.
-func (r *Runtime) pull(ctx context.Context, image string) error {
-	resp, err := r.client.ImagePull(ctx, image, client.ImagePullOptions{})
+// pull pulls image with the X-Registry-Auth value auth ("" for none) and
+// drains the progress stream, telling progress (when not nil) of each
+// message, returning the first error the daemon reports in it
+// (errorDetail or error field) or the request's own error.
+func (r *Runtime) pull(ctx context.Context, image, auth string, progress func(dtma.PullProgress)) error {
+	resp, err := r.client.ImagePull(ctx, image, client.ImagePullOptions{RegistryAuth: auth})
 	if err != nil {
 		return err
 	}
 	defer resp.Close()
-	return pullStreamError(resp)
+	return pullStreamError(resp, progress)
 }
 
-// pullMessage is one message of the pull progress stream; only the error
-// fields matter here.
+// pullMessage is one message of the pull progress stream.
 type pullMessage struct {
+	ID             string `json:"id"`
+	Status         string `json:"status"`
+	ProgressDetail struct {
+		Current int64 `json:"current"`
+		Total   int64 `json:"total"`
+	} `json:"progressDetail"`
 	Error       string `json:"error"`
 	ErrorDetail *struct {
 		Code    int    `json:"code"`
@@ -126,9 +145,10 @@ type pullMessage struct {
 	} `json:"errorDetail"`
 }
 
-// pullStreamError reads the stream to its end and returns the first error
-// reported in it, or a read error.
-func pullStreamError(r io.Reader) error {
+// pullStreamError reads the stream to its end, telling progress (when not
+// nil) of every status message, and returns the first error reported in
+// it, or a read error.
+func pullStreamError(r io.Reader, progress func(dtma.PullProgress)) error {
 	dec := json.NewDecoder(r)
 	for {
 		var m pullMessage
@@ -136,6 +156,9 @@ func pullStreamError(r io.Reader) error {
 			return nil
 		} else if err != nil {
 			return fmt.Errorf("read pull progress: %w", err)
+		}
+		if progress != nil && m.Status != "" {
+			progress(dtma.PullProgress{ID: m.ID, Status: m.Status, Current: m.ProgressDetail.Current, Total: m.ProgressDetail.Total})
 		}
 		switch {
 		case m.ErrorDetail != nil && m.ErrorDetail.Message != "":
@@ -145,6 +168,9 @@ func pullStreamError(r io.Reader) error {
 		}
 	}
 }
+
+// kindRefused is pullFailure's kind for an authentication failure.
+const kindRefused = "refused access (unauthorized or denied)"
 
 // pullFailure summarises a failed pull in words of our own — the registry's
 // or daemon's text is never passed on — and the error code it deserves:
@@ -170,7 +196,7 @@ func pullFailure(err error, image string) (kind, code string) {
 	switch {
 	case cerrdefs.IsUnauthorized(err) || cerrdefs.IsPermissionDenied(err) ||
 		has("unauthorized", "denied", "authentication required", "no basic auth credentials"):
-		return "the registry refused access (unauthorized or denied)", dtma.EINVALID
+		return kindRefused, dtma.EINVALID
 	case cerrdefs.IsNotFound(err) || has("manifest unknown", "not found", "repository does not exist", "name unknown", "no such image"):
 		return "the registry does not have it (not found)", dtma.EINVALID
 	case cerrdefs.IsInvalidArgument(err) || has("invalid reference"):

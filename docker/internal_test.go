@@ -113,18 +113,18 @@ func TestPullFailure(t *testing.T) {
 
 func TestPullStreamError(t *testing.T) {
 	ok := `{"status":"Pulling from x"}` + "\n" + `{"status":"Digest: sha256:ab"}` + "\n"
-	if err := pullStreamError(strings.NewReader(ok)); err != nil {
+	if err := pullStreamError(strings.NewReader(ok), nil); err != nil {
 		t.Errorf("clean stream: %v", err)
 	}
 	bad := `{"status":"Pulling from x"}` + "\n" + `{"errorDetail":{"message":"manifest unknown"},"error":"manifest unknown"}` + "\n"
-	if err := pullStreamError(strings.NewReader(bad)); err == nil || err.Error() != "manifest unknown" {
+	if err := pullStreamError(strings.NewReader(bad), nil); err == nil || err.Error() != "manifest unknown" {
 		t.Errorf("errorDetail stream: %v", err)
 	}
 	legacy := `{"error":"old style"}`
-	if err := pullStreamError(strings.NewReader(legacy)); err == nil || err.Error() != "old style" {
+	if err := pullStreamError(strings.NewReader(legacy), nil); err == nil || err.Error() != "old style" {
 		t.Errorf("error-only stream: %v", err)
 	}
-	if err := pullStreamError(strings.NewReader(`{"status":`)); err == nil {
+	if err := pullStreamError(strings.NewReader(`{"status":`), nil); err == nil {
 		t.Error("truncated stream: no error")
 	}
 }

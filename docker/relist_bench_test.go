@@ -21,13 +21,13 @@ func BenchmarkRelistCost(b *testing.B) {
 	c := dockertest.Client(b)
 	image := dockertest.EchoImage(b)
 	dockertest.Cleanup(b, c, dockertest.TestLabel+"="+dockertest.RunID())
-	rt, err := docker.New(docker.Options{DefaultHostIP: "127.0.0.1", ExtraLabels: dockertest.Labels(), Network: docker.NetworkBridge})
+	host := "bench-" + dockertest.RunID()
+	rt, err := docker.New(docker.Options{HostID: host, DefaultHostIP: "127.0.0.1", ExtraLabels: dockertest.Labels(), Network: docker.NetworkBridge})
 	if err != nil {
 		b.Fatalf("docker.New: %v", err)
 	}
 	defer rt.Close()
 	ctx := context.Background()
-	host := "bench-" + dockertest.RunID()
 	for i := 0; i < n; i++ {
 		name := host + "-" + strconv.Itoa(i)
 		if _, err := rt.CreateContainer(ctx, dtma.ContainerConfig{Name: name, Image: image, Labels: rtLabels(host, name)}); err != nil {
@@ -37,7 +37,7 @@ func BenchmarkRelistCost(b *testing.B) {
 
 	b.Run("list", func(b *testing.B) {
 		for i := 0; i < b.N; i++ {
-			list, err := rt.ListContainers(ctx, host)
+			list, err := rt.ListContainers(ctx)
 			if err != nil || len(list) != n {
 				b.Fatalf("list: %d containers, %v", len(list), err)
 			}
@@ -45,7 +45,7 @@ func BenchmarkRelistCost(b *testing.B) {
 	})
 	b.Run("list+inspect-each", func(b *testing.B) {
 		for i := 0; i < b.N; i++ {
-			list, err := rt.ListContainers(ctx, host)
+			list, err := rt.ListContainers(ctx)
 			if err != nil || len(list) != n {
 				b.Fatalf("list: %d containers, %v", len(list), err)
 			}

@@ -47,6 +47,18 @@ func newRTFixture(t *testing.T) *rtFixture {
 	return &rtFixture{rt: rt, c: c, image: image}
 }
 
+// forHost returns a Runtime like f.rt scoped to hostID (ListContainers and
+// Events see that host's containers).
+func (f *rtFixture) forHost(t *testing.T, hostID string) *docker.Runtime {
+	t.Helper()
+	rt, err := docker.New(docker.Options{HostID: hostID, DefaultHostIP: "127.0.0.1", ExtraLabels: dockertest.Labels(), Network: docker.NetworkBridge})
+	if err != nil {
+		t.Fatalf("docker.New: %v", err)
+	}
+	t.Cleanup(func() { rt.Close() })
+	return rt
+}
+
 // hostID returns a host id unique to this subtest, so parallel subtests
 // never see each other's containers.
 func rtHostID(t *testing.T) string {
@@ -354,7 +366,7 @@ func TestRuntime(t *testing.T) {
 			t.Fatal(err)
 		}
 
-		list, err := f.rt.ListContainers(ctx, host)
+		list, err := f.forHost(t, host).ListContainers(ctx)
 		if err != nil {
 			t.Fatalf("ListContainers: %v", err)
 		}
@@ -382,13 +394,17 @@ func TestRuntime(t *testing.T) {
 			t.Errorf("inspected running container: name %q env ECHO %q ports %+v started %v", full.Name, full.Env["ECHO"], full.Ports, full.StartedAt)
 		}
 
-		list, err = f.rt.ListContainers(ctx, host+"-other")
+		list, err = f.forHost(t, host+"-other").ListContainers(ctx)
 		if err != nil || len(list) != 1 || list[0].ID != other {
 			t.Errorf("ListContainers(other host) = %v, %v; want only %s", list, err, other)
 		}
-		list, err = f.rt.ListContainers(ctx, host+"-nobody")
+		list, err = f.forHost(t, host+"-nobody").ListContainers(ctx)
 		if err != nil || len(list) != 0 {
 			t.Errorf("ListContainers(unknown host) = %v, %v; want none", list, err)
+		}
+		// A runtime made without a host id lists nothing: it refuses.
+		if _, err := f.rt.ListContainers(ctx); dtma.ErrorCode(err) != dtma.EINVALID {
+			t.Errorf("ListContainers without a host id: %v, want EINVALID", err)
 		}
 	})
 
@@ -463,7 +479,7 @@ func TestRuntime(t *testing.T) {
 		host := rtHostID(t)
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
-		events, errc := f.rt.Events(ctx, host)
+		events, errc := f.forHost(t, host).Events(ctx)
 
 		// Another host's container goes through a full life first.
 		otherID, _, _ := f.create(t, host+"-other", "-other", nil)
@@ -594,7 +610,7 @@ func TestRuntimeUnavailable(t *testing.T) {
 	if _, err := os.Stat(sock); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("socket path %s unexpectedly exists", sock)
 	}
-	rt, err := docker.New(docker.Options{Host: "unix://" + sock})
+	rt, err := docker.New(docker.Options{Host: "unix://" + sock, HostID: "h"})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -608,7 +624,7 @@ func TestRuntimeUnavailable(t *testing.T) {
 	}
 	_, err = rt.InspectContainer(ctx, "x")
 	wantCode(t, "inspect", err, dtma.EUNAVAILABLE)
-	_, err = rt.ListContainers(ctx, "h")
+	_, err = rt.ListContainers(ctx)
 	wantCode(t, "list", err, dtma.EUNAVAILABLE)
 	_, err = rt.CreateContainer(ctx, dtma.ContainerConfig{Name: "x", Image: "busybox", Env: map[string]string{"K": "secret-v"}, Labels: map[string]string{dtma.LabelHost: "h"}})
 	wantCode(t, "create", err, dtma.EUNAVAILABLE)
@@ -628,7 +644,7 @@ func TestRuntimeUnavailable(t *testing.T) {
 	defer rt2.Close()
 	wantCode(t, "ping (bare path)", rt2.Ping(ctx), dtma.EUNAVAILABLE)
 
-	events, errc := rt.Events(ctx, "h")
+	events, errc := rt.Events(ctx)
 	err, ok := <-errc
 	if !ok {
 		t.Fatal("error channel closed without an error")

@@ -523,10 +523,10 @@ func (h *heartbeatReceiver) state() (stored map[string]string, failed []string, 
 }
 
 // answers reports whether the tool published on port answers GET / with
-// 200 within 10 s.
+// 200 within 30 s (a cap for a loaded machine).
 func answers(port int) bool {
 	c := &http.Client{Timeout: 2 * time.Second}
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 		resp, err := c.Get("http://127.0.0.1:" + strconv.Itoa(port) + "/")
 		if err == nil {
 			resp.Body.Close()

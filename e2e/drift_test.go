@@ -23,8 +23,8 @@ func TestDriftRemovedContainerRecreated(t *testing.T) {
 	a := StartAgent(t, AgentOptions{})
 	fixed := freePort(t)
 	insts := []dtmahttp.Instance{
-		rcDeploy(t, a, rcDeployBody(img, "drift rm fixed", "", map[string]string{"ECHO": "fixed"}, dtma.Port{ContainerPort: 8080, HostPort: fixed})),
-		rcDeploy(t, a, rcDeployBody(img, "drift rm auto", "", map[string]string{"ECHO": "auto"}, dtma.Port{ContainerPort: 8080})),
+		rcDeploy(t, a, rcDeployBody(img, "drift rm fixed "+uniqueSuffix(), "", map[string]string{"ECHO": "fixed"}, dtma.Port{ContainerPort: 8080, HostPort: fixed})),
+		rcDeploy(t, a, rcDeployBody(img, "drift rm auto "+uniqueSuffix(), "", map[string]string{"ECHO": "auto"}, dtma.Port{ContainerPort: 8080})),
 	}
 	want := []string{"fixed", "auto"}
 	for _, inst := range insts {
@@ -107,7 +107,7 @@ func TestDriftStoppedBehindBack(t *testing.T) {
 	if got.DesiredState != "running" || got.DTMAStatus != "stopped" || got.PendingOp != "" || got.ContainerID != inst.ContainerID {
 		t.Fatalf("after docker stop: %+v", got)
 	}
-	Eventually(t, 10*time.Second, "the stop written to the registry", func() bool {
+	Eventually(t, 30*time.Second, "the stop written to the registry", func() bool {
 		u, st, _ := rcRegistryRow(t, a, inst.ID)
 		return st == "exited" && u > u1
 	})
@@ -210,7 +210,10 @@ func TestDriftRecreateRetries(t *testing.T) {
 	img := EchoImage(t)
 	a := StartAgent(t, AgentOptions{})
 	port := freePort(t)
-	inst := rcDeploy(t, a, rcDeployBody(img, "retry me", "", map[string]string{"ECHO": "retried"}, dtma.Port{ContainerPort: 8080, HostPort: port}))
+	// A name of this run's own: the recreate keeps its container name only
+	// while no other agent's container (another suite on this daemon) holds it.
+	name := "retry me " + uniqueSuffix()
+	inst := rcDeploy(t, a, rcDeployBody(img, name, "", map[string]string{"ECHO": "retried"}, dtma.Port{ContainerPort: 8080, HostPort: port}))
 	a.Kill()
 	rcRemove(t, a, inst.ContainerID)
 	l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
@@ -221,7 +224,7 @@ func TestDriftRecreateRetries(t *testing.T) {
 	a.start()
 	var got dtmahttp.Instance
 	Eventually(t, 60*time.Second, "the failed recreate shown", func() bool {
-		got = rcMustGet(t, a, "retry me")
+		got = rcMustGet(t, a, name)
 		return got.DTMAStatus == "error" && got.LastError != nil
 	})
 	t.Logf("while the port is taken: %s / %s: %s", got.DTMAStatus, got.DockerStatus, *got.LastError)
@@ -230,7 +233,7 @@ func TestDriftRecreateRetries(t *testing.T) {
 	}
 	l.Close()
 	Eventually(t, 90*time.Second, "recreated once the port is free", func() bool {
-		got = rcMustGet(t, a, "retry me")
+		got = rcMustGet(t, a, name)
 		return got.DTMAStatus == "running" && got.DockerStatus == "running" && got.PendingOp == ""
 	})
 	if got.Ports[0].HostPort != port || got.ContainerName != inst.ContainerName {

@@ -75,6 +75,7 @@ type AgentOptions struct {
 	RegistryURL string   // default: SQLite in DataDir
 	DockerHost  string   // default: the machine's daemon
 	Env         []string // extra KEY=VALUE, applied last
+	Bin         string   // the dtma binary; default: the one TestMain built
 }
 
 // Agent is a running dtma serve process.
@@ -245,7 +246,11 @@ func (a *Agent) startOnce() error {
 	a.t.Helper()
 	a.URL = "http://127.0.0.1:" + strconv.Itoa(a.Port)
 	logFrom := len(a.Logs())
-	cmd := exec.Command(binPath, "serve")
+	bin := binPath
+	if a.Opts.Bin != "" {
+		bin = a.Opts.Bin
+	}
+	cmd := exec.Command(bin, "serve")
 	cmd.Env = a.Env()
 	cmd.Stdout, cmd.Stderr = logWriter{a}, logWriter{a}
 	if err := cmd.Start(); err != nil {
@@ -451,11 +456,11 @@ func HTTPGet(port int, path string) string {
 }
 
 // Serves reports whether http://127.0.0.1:port/path answers want within
-// 10 s. A failed request (a tool still starting, a connection reset by
+// 30 s (a cap for a loaded machine, not a performance bound). A failed request (a tool still starting, a connection reset by
 // Docker's proxy) is tried again; a tool that keeps answering anything
 // else fails the check.
 func Serves(port int, path, want string) bool {
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		if HTTPGet(port, path) == want {
 			return true
 		}

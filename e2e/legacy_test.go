@@ -74,7 +74,7 @@ func TestLegacyFlow(t *testing.T) {
 	}
 
 	// The container serves the env value on the published port.
-	Eventually(t, 15*time.Second, "echo answer on the published port", func() bool { return HTTPGet(port, "/") == echo })
+	Eventually(t, 30*time.Second, "echo answer on the published port", func() bool { return HTTPGet(port, "/") == echo })
 
 	// Docker: a valid derived name, DTMA's labels, running.
 	ins := a.Inspect(cid)
@@ -150,7 +150,7 @@ func TestLegacyFlow(t *testing.T) {
 	if now := startedAt(t, a, cid); now == started {
 		t.Fatalf("StartedAt unchanged by restart (%s)", now)
 	}
-	Eventually(t, 15*time.Second, "echo answer after restart", func() bool { return HTTPGet(port, "/") == echo })
+	Eventually(t, 30*time.Second, "echo answer after restart", func() bool { return HTTPGet(port, "/") == echo })
 
 	// Per-tool status.
 	r = a.Expect(200, "GET", "/tools/"+ref+"/status", nil)
@@ -164,7 +164,7 @@ func TestLegacyFlow(t *testing.T) {
 	HTTPGet(port, "/env/FIRST")
 	HTTPGet(port, "/env/SECOND")
 	var logs []string
-	Eventually(t, 15*time.Second, "the last two request lines in the logs", func() bool {
+	Eventually(t, 30*time.Second, "the last two request lines in the logs", func() bool {
 		r := a.Expect(200, "GET", "/tools/"+ref+"/logs?tail=2", nil)
 		body := r.JSON(t)
 		if body["success"] != true {
@@ -253,7 +253,7 @@ func TestLegacyHostPortAllocation(t *testing.T) {
 			t.Fatalf("HostPort %q: port %v allocated twice", hp, pub)
 		}
 		seen[pub] = true
-		Eventually(t, 15*time.Second, "echo answer on the allocated port", func() bool { return HTTPGet(int(pub), "/") == echo })
+		Eventually(t, 30*time.Second, "echo answer on the allocated port", func() bool { return HTTPGet(int(pub), "/") == echo })
 		// Docker publishes exactly that port.
 		ins := a.Inspect(str(jget(body, "data.container_id")))
 		if ins == nil {
@@ -332,7 +332,7 @@ func TestLegacyRedeployIdempotent(t *testing.T) {
 	if ins := a.Inspect(cid); ins == nil || !ins.Container.State.Running {
 		t.Fatalf("Docker shows the container not running after the retry")
 	}
-	Eventually(t, 15*time.Second, "echo answer after the retry", func() bool { return HTTPGet(port, "/") == "retry-"+suffix })
+	Eventually(t, 30*time.Second, "echo answer after the retry", func() bool { return HTTPGet(port, "/") == "retry-"+suffix })
 
 	// The same after a stop through the API (desired state stopped).
 	a.Expect(200, "POST", "/tools/"+acct+"/stop", nil)
@@ -372,7 +372,7 @@ func TestLegacyNamesThatSlugAlike(t *testing.T) {
 		cnames[cn] = true
 		cids[n] = str(jget(body, "data.container_id"))
 		pub := int(jget(body, "data.ports.0.public_port").(float64))
-		Eventually(t, 15*time.Second, "echo answer of "+n, func() bool { return HTTPGet(pub, "/") == n })
+		Eventually(t, 30*time.Second, "echo answer of "+n, func() bool { return HTTPGet(pub, "/") == n })
 	}
 	// Each name reaches its own container.
 	for _, n := range names {

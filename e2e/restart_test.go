@@ -48,7 +48,7 @@ func deployForRestart(t *testing.T, a *Agent) []*restartInst {
 		// has logged at least one line: a stop in the first milliseconds
 		// would end it before it prints, and the log checks below need a
 		// line from every instance.
-		Eventually(t, 15*time.Second, in.name+" answering on its port", func() bool { return HTTPGet(in.port, "/") == in.name })
+		Eventually(t, 30*time.Second, in.name+" answering on its port", func() bool { return HTTPGet(in.port, "/") == in.name })
 		if !in.running {
 			a.Expect(200, "POST", "/v1/instances/"+in.acct+"/stop", nil)
 		}

@@ -55,8 +55,8 @@ func TestSecretsNeverLeak(t *testing.T) {
 	do(200, "POST", "/v1/instances", vbody)
 
 	// The secrets are in the containers' env.
-	Eventually(t, 15*time.Second, "the legacy secret inside its container", func() bool { return HTTPGet(lport, "/env/API_KEY") == legacySecret })
-	Eventually(t, 15*time.Second, "the v1 secret inside its container", func() bool { return HTTPGet(vport, "/env/DB_PASSWORD") == v1Secret })
+	Eventually(t, 30*time.Second, "the legacy secret inside its container", func() bool { return HTTPGet(lport, "/env/API_KEY") == legacySecret })
+	Eventually(t, 30*time.Second, "the v1 secret inside its container", func() bool { return HTTPGet(vport, "/env/DB_PASSWORD") == v1Secret })
 
 	lref, vref := url.PathEscape(lname), url.PathEscape(vname)
 	for _, p := range []string{
@@ -100,7 +100,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	}
 	Eventually(t, 30*time.Second, "the removed container recreated with its secret", func() bool { return HTTPGet(vport, "/env/DB_PASSWORD") == v1Secret })
 	var newVcid string
-	Eventually(t, 15*time.Second, "the recreated container recorded", func() bool {
+	Eventually(t, 30*time.Second, "the recreated container recorded", func() bool {
 		newVcid = str(a.Expect(200, "GET", "/v1/instances/"+vref, nil).JSON(t)["container_id"])
 		return newVcid != "" && newVcid != vcid && a.Inspect(newVcid) != nil
 	})

@@ -79,7 +79,7 @@ func TestV1Flow(t *testing.T) {
 	if ins := a.Inspect(cid); ins == nil || !ins.Container.State.Running || strings.TrimPrefix(ins.Container.Name, "/") != str(inst["container_name"]) {
 		t.Fatalf("Docker does not show container %s running as %v", cid, inst["container_name"])
 	}
-	Eventually(t, 15*time.Second, "echo answer", func() bool { return HTTPGet(port, "/") == echo })
+	Eventually(t, 30*time.Second, "echo answer", func() bool { return HTTPGet(port, "/") == echo })
 
 	// List and get by name, account id (any case) and id.
 	list := jlist(a.Expect(200, "GET", "/v1/instances", nil).JSON(t), "instances")
@@ -129,12 +129,12 @@ func TestV1Flow(t *testing.T) {
 	if ins := a.Inspect(cid); ins == nil || !ins.Container.State.Running {
 		t.Fatalf("Docker shows the container stopped after restart of a stopped instance")
 	}
-	Eventually(t, 15*time.Second, "echo answer after restart", func() bool { return HTTPGet(port, "/") == echo })
+	Eventually(t, 30*time.Second, "echo answer after restart", func() bool { return HTTPGet(port, "/") == echo })
 
 	// Logs with tail.
 	HTTPGet(port, "/env/TAIL_ONE")
 	HTTPGet(port, "/env/TAIL_TWO")
-	Eventually(t, 15*time.Second, "tail=2 to give the last two requests", func() bool {
+	Eventually(t, 30*time.Second, "tail=2 to give the last two requests", func() bool {
 		r := a.Expect(200, "GET", "/v1/instances/"+ref+"/logs?tail=2", nil)
 		if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
 			t.Fatalf("logs Content-Type %q", ct)
@@ -250,7 +250,7 @@ func TestV1HostPortAllocation(t *testing.T) {
 	if req := jlist(inst, "requested_ports"); len(req) != 2 || req[0]["host_port"] != float64(0) {
 		t.Errorf("requested_ports = %v, want the request's host_port 0 kept", inst["requested_ports"])
 	}
-	Eventually(t, 15*time.Second, "echo answer on the allocated port", func() bool { return HTTPGet(int(hp[8080]), "/") == echo })
+	Eventually(t, 30*time.Second, "echo answer on the allocated port", func() bool { return HTTPGet(int(hp[8080]), "/") == echo })
 	ins := a.Inspect(str(inst["container_id"]))
 	if ins == nil {
 		t.Fatal("container missing")

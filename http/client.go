@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -45,6 +47,50 @@ func (c *Client) Deploy(ctx context.Context, req DeployRequest) (inst Instance, 
 	return inst, status == http.StatusCreated, err
 }
 
+// DeployProgress is Deploy that asks for pull progress (Accept:
+// application/x-ndjson) and calls progress with each message while the
+// agent pulls the image, before it returns the outcome. An agent that
+// pulls nothing (or predates streaming) answers with one JSON object,
+// which is read as Deploy reads it.
+func (c *Client) DeployProgress(ctx context.Context, req DeployRequest, progress func(dtma.PullProgress)) (inst Instance, created bool, err error) {
+	const path = "/v1/instances"
+	resp, err := c.sendAccept(ctx, "POST", path, req, true, ndjson+", application/json")
+	if err != nil {
+		return inst, false, err
+	}
+	defer resp.Body.Close()
+	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != ndjson {
+		if resp.StatusCode/100 != 2 {
+			return inst, false, errorFrom(resp)
+		}
+		if err := json.NewDecoder(io.LimitReader(resp.Body, 256<<20)).Decode(&inst); err != nil {
+			return inst, false, fmt.Errorf("POST %s: decode answer: %w", path, err)
+		}
+		return inst, resp.StatusCode == http.StatusCreated, nil
+	}
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var ev DeployEvent
+		if err := dec.Decode(&ev); err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return inst, false, fmt.Errorf("POST %s: read progress: %w (the outcome line never came)", path, err)
+		}
+		switch {
+		case ev.Progress != nil:
+			if progress != nil {
+				progress(*ev.Progress)
+			}
+		case ev.Error != nil:
+			return inst, false, &APIError{Status: ev.Status, Err: &dtma.Error{Code: ev.Error.Code, Field: ev.Error.Field,
+				Message: strings.TrimPrefix(ev.Error.Message, ev.Error.Field+": ")}}
+		case ev.Instance != nil:
+			return *ev.Instance, ev.Created, nil
+		}
+	}
+}
+
 // Instances lists this host's instances (GET /v1/instances).
 func (c *Client) Instances(ctx context.Context) ([]Instance, error) {
 	var list InstanceList
@@ -69,7 +115,7 @@ func (c *Client) Instance(ctx context.Context, ref string) (Instance, error) {
 
 // Start starts an instance; Changed is false when it was running already.
 func (c *Client) Start(ctx context.Context, ref string) (ActionResult, error) {
-	return c.action(ctx, ref, "start", "")
+	return c.action(ctx, ref, dtma.OpStart, "")
 }
 
 // Stop stops an instance, waiting timeout for a graceful exit (a negative
@@ -79,17 +125,17 @@ func (c *Client) Stop(ctx context.Context, ref string, timeout time.Duration) (A
 	if timeout >= 0 {
 		q = "?timeout=" + strconv.Itoa(int(timeout/time.Second))
 	}
-	return c.action(ctx, ref, "stop", q)
+	return c.action(ctx, ref, dtma.OpStop, q)
 }
 
 // Restart restarts an instance.
 func (c *Client) Restart(ctx context.Context, ref string) (ActionResult, error) {
-	return c.action(ctx, ref, "restart", "")
+	return c.action(ctx, ref, dtma.OpRestart, "")
 }
 
-func (c *Client) action(ctx context.Context, ref, action, query string) (ActionResult, error) {
+func (c *Client) action(ctx context.Context, ref string, action dtma.Op, query string) (ActionResult, error) {
 	var res ActionResult
-	_, err := c.call(ctx, "POST", "/v1/instances/"+url.PathEscape(ref)+"/"+action+query, nil, &res)
+	_, err := c.call(ctx, "POST", "/v1/instances/"+url.PathEscape(ref)+"/"+string(action)+query, nil, &res)
 	return res, err
 }
 
@@ -176,6 +222,10 @@ func (c *Client) call(ctx context.Context, method, path string, body, out any) (
 }
 
 func (c *Client) send(ctx context.Context, method, path string, body any, stream bool) (*http.Response, error) {
+	return c.sendAccept(ctx, method, path, body, stream, "application/json")
+}
+
+func (c *Client) sendAccept(ctx context.Context, method, path string, body any, stream bool, accept string) (*http.Response, error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -189,7 +239,7 @@ func (c *Client) send(ctx context.Context, method, path string, body any, stream
 		return nil, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	req.Header.Set("Authorization", "Bearer "+c.Token)
-	req.Header.Set("Accept", "application/json")
+	req.Header.Set("Accept", accept)
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}

@@ -292,7 +292,7 @@ func (s *Server) handleLegacyDeploy(w http.ResponseWriter, r *http.Request) {
 	}})
 }
 
-func (s *Server) handleLegacyAction(action string) http.HandlerFunc {
+func (s *Server) handleLegacyAction(action dtma.Op) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		inst, changed, err := s.doAction(r, action)
 		if err != nil {

@@ -139,10 +139,3 @@ func (l *authLimiter) evictLocked(now time.Time) {
 		delete(l.sources, oldest)
 	}
 }
-
-// len returns how many sources are remembered.
-func (l *authLimiter) len() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.sources)
-}

@@ -129,3 +129,10 @@ func TestHandlerRateLimited(t *testing.T) {
 		t.Errorf("429s logged per request (%d lines)", n)
 	}
 }
+
+// len returns how many sources are remembered.
+func (l *authLimiter) len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.sources)
+}

@@ -63,6 +63,8 @@ type Server struct {
 	// TLSConfig, when set, serves HTTPS (HTTP/1.1 only) on the listener;
 	// it must carry a certificate or GetCertificate (see CertReloader).
 	TLSConfig *tls.Config
+	// UI configures the web dashboard at /ui/ (ui.go).
+	UI UIConfig
 
 	// Prometheus is the registry GET /metrics exposes; the server adds
 	// its HTTP series and the service's state to it. nil: a private one.
@@ -100,15 +102,15 @@ type route struct {
 }
 
 func (s *Server) routes() []route {
-	return []route{
+	return append([]route{
 		{Method: "GET", Path: "/health", Public: true, handler: s.handleHealth},
 		{Method: "GET", Path: "/ready", Public: true, handler: s.handleReady},
 		{Method: "GET", Path: "/status", Public: s.PublicStatus, handler: s.handleLegacyStatus},
 		{Method: "POST", Path: "/tools", handler: s.handleLegacyDeploy},
 		{Method: "GET", Path: "/tools/status", handler: s.handleLegacyToolsStatus},
-		{Method: "POST", Path: "/tools/{ref}/start", handler: s.handleLegacyAction("start")},
-		{Method: "POST", Path: "/tools/{ref}/stop", handler: s.handleLegacyAction("stop")},
-		{Method: "POST", Path: "/tools/{ref}/restart", handler: s.handleLegacyAction("restart")},
+		{Method: "POST", Path: "/tools/{ref}/start", handler: s.handleLegacyAction(dtma.OpStart)},
+		{Method: "POST", Path: "/tools/{ref}/stop", handler: s.handleLegacyAction(dtma.OpStop)},
+		{Method: "POST", Path: "/tools/{ref}/restart", handler: s.handleLegacyAction(dtma.OpRestart)},
 		{Method: "GET", Path: "/tools/{ref}/status", handler: s.handleLegacyToolStatus},
 		{Method: "GET", Path: "/tools/{ref}/logs", handler: s.handleLegacyLogs},
 		{Method: "DELETE", Path: "/tools/{ref}", handler: s.handleLegacyRemove},
@@ -120,15 +122,15 @@ func (s *Server) routes() []route {
 		{Method: "POST", Path: "/v1/instances", handler: s.handleV1Deploy},
 		{Method: "GET", Path: "/v1/instances", handler: s.handleV1List},
 		{Method: "GET", Path: "/v1/instances/{ref}", handler: s.handleV1Get},
-		{Method: "POST", Path: "/v1/instances/{ref}/start", handler: s.handleV1Action("start")},
-		{Method: "POST", Path: "/v1/instances/{ref}/stop", handler: s.handleV1Action("stop")},
-		{Method: "POST", Path: "/v1/instances/{ref}/restart", handler: s.handleV1Action("restart")},
+		{Method: "POST", Path: "/v1/instances/{ref}/start", handler: s.handleV1Action(dtma.OpStart)},
+		{Method: "POST", Path: "/v1/instances/{ref}/stop", handler: s.handleV1Action(dtma.OpStop)},
+		{Method: "POST", Path: "/v1/instances/{ref}/restart", handler: s.handleV1Action(dtma.OpRestart)},
 		{Method: "DELETE", Path: "/v1/instances/{ref}", handler: s.handleV1Remove},
 		{Method: "GET", Path: "/v1/instances/{ref}/logs", handler: s.handleV1Logs},
 		{Method: "GET", Path: "/v1/fleet/instances", handler: s.handleV1Fleet},
 		{Method: "POST", Path: "/v1/adopt", handler: s.handleV1Adopt},
 		{Method: "GET", Path: "/v1/events", handler: s.handleV1Events},
-	}
+	}, s.uiRoutes()...)
 }
 
 // Handler returns the routed, authenticated, logged and panic-safe
@@ -330,8 +332,8 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		next.ServeHTTP(rec, r)
 		route := s.routeLabel(r)
 		s.metrics.observe(methodLabel(r.Method), route, rec.status, time.Since(start))
-		if (r.URL.Path == "/health" || r.URL.Path == "/ready") && rec.status == http.StatusOK {
-			return // liveness probes would drown the log
+		if (r.URL.Path == "/health" || r.URL.Path == "/ready" || isUIPoll(r)) && rec.status == http.StatusOK {
+			return // liveness probes and the dashboard's refreshes would drown the log
 		}
 		if rec.status == http.StatusTooManyRequests {
 			return

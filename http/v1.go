@@ -49,12 +49,35 @@ func (s *Server) handleV1Deploy(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	inst, created, err := s.Service.Deploy(r.Context(), dtma.DeployRequest{
+	var pull dtma.PullOptions
+	if a := body.RegistryAuth; a != nil {
+		pull.Auth = &dtma.RegistryAuth{Username: a.Username, Password: a.Password, IdentityToken: a.IdentityToken}
+		if err := pull.Auth.Validate(); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+	}
+	stream := newDeployStream(w, r)
+	if stream != nil {
+		pull.Progress = stream.progress
+	}
+	ctx := r.Context()
+	if pull.Auth != nil || pull.Progress != nil {
+		ctx = dtma.WithPullOptions(ctx, pull)
+	}
+	inst, created, err := s.Service.Deploy(ctx, dtma.DeployRequest{
 		Name:                  body.Name,
 		AccountToolInstanceID: body.AccountToolInstanceID,
 		Spec:                  dtma.Spec{Image: body.Image, Env: body.Env, Ports: body.Ports, Limits: limits, Health: check},
 		PullPolicy:            dtma.PullPolicy(body.PullPolicy),
 	})
+	if stream != nil && stream.started {
+		if dtma.ErrorCode(err) == dtma.EINTERNAL && err != nil {
+			s.Logger.Error("internal error", "method", "POST", "path", "/v1/instances", "err", err)
+		}
+		stream.finish(inst, created, err)
+		return
+	}
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -95,12 +118,12 @@ func (s *Server) handleV1Get(w http.ResponseWriter, r *http.Request) {
 
 // doAction runs start, stop or restart and says whether it changed
 // anything.
-func (s *Server) doAction(r *http.Request, action string) (*dtma.Instance, bool, error) {
+func (s *Server) doAction(r *http.Request, action dtma.Op) (*dtma.Instance, bool, error) {
 	ref := r.PathValue("ref")
 	switch action {
-	case "start":
+	case dtma.OpStart:
 		return s.Service.StartInstance(r.Context(), ref)
-	case "stop":
+	case dtma.OpStop:
 		var timeout time.Duration
 		if v := r.URL.Query().Get("timeout"); v != "" {
 			n, err := strconv.Atoi(v)
@@ -110,27 +133,27 @@ func (s *Server) doAction(r *http.Request, action string) (*dtma.Instance, bool,
 			timeout = time.Duration(n) * time.Second
 		}
 		return s.Service.StopInstance(r.Context(), ref, timeout)
-	default:
+	default: // dtma.OpRestart
 		inst, err := s.Service.RestartInstance(r.Context(), ref)
 		return inst, true, err
 	}
 }
 
-func actionMessage(action string, inst *dtma.Instance, changed bool) string {
+func actionMessage(action dtma.Op, inst *dtma.Instance, changed bool) string {
 	switch {
-	case action == "start" && !changed:
+	case action == dtma.OpStart && !changed:
 		return "instance " + inst.Name + " is already running"
-	case action == "start":
+	case action == dtma.OpStart:
 		return "instance " + inst.Name + " started"
-	case action == "stop" && !changed:
+	case action == dtma.OpStop && !changed:
 		return "instance " + inst.Name + " is already stopped"
-	case action == "stop":
+	case action == dtma.OpStop:
 		return "instance " + inst.Name + " stopped"
 	}
 	return "instance " + inst.Name + " restarted"
 }
 
-func (s *Server) handleV1Action(action string) http.HandlerFunc {
+func (s *Server) handleV1Action(action dtma.Op) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		inst, changed, err := s.doAction(r, action)
 		if err != nil {

@@ -118,6 +118,30 @@ type DeployRequest struct {
 	PullPolicy            string              `json:"pull_policy,omitempty"`
 	Limits                *LimitsRequest      `json:"limits,omitempty"`
 	Health                *HealthCheckRequest `json:"health,omitempty"`
+	// RegistryAuth is the credential for pulling Image from a private
+	// registry: used for this request's pull only, never stored, logged
+	// or returned (not part of the spec).
+	RegistryAuth *RegistryAuth `json:"registry_auth,omitempty"`
+}
+
+// RegistryAuth is a deploy's registry credential: username and password
+// (or access token), or an identity token.
+type RegistryAuth struct {
+	Username      string `json:"username,omitempty"`
+	Password      string `json:"password,omitempty"`
+	IdentityToken string `json:"identity_token,omitempty"`
+}
+
+// DeployEvent is one line of POST /v1/instances answered as
+// application/x-ndjson: progress lines (Progress set) while the image is
+// pulled, then one last line with the outcome — Instance and Created, or
+// Error — and Status, the HTTP status the plain answer would have had.
+type DeployEvent struct {
+	Progress *dtma.PullProgress `json:"progress,omitempty"`
+	Status   int                `json:"status,omitempty"`
+	Created  bool               `json:"created,omitempty"`
+	Instance *Instance          `json:"instance,omitempty"`
+	Error    *ErrorDetail       `json:"error,omitempty"`
 }
 
 // ActionResult is the answer of POST /v1/instances/{ref}/start|stop|restart.

@@ -36,9 +36,9 @@ func (r *Runtime) Ping(ctx context.Context) error {
 // Events counts a subscription (its latency is the call's, not the
 // stream's); an error on the returned error channel is the stream's end
 // and is counted by the caller as a reconnect.
-func (r *Runtime) Events(ctx context.Context, hostID string) (<-chan dtma.ContainerEvent, <-chan error) {
+func (r *Runtime) Events(ctx context.Context) (<-chan dtma.ContainerEvent, <-chan error) {
 	start := time.Now()
-	ev, errc := r.Runtime.Events(ctx, hostID)
+	ev, errc := r.Runtime.Events(ctx)
 	r.done("events", start, nil)
 	return ev, errc
 }
@@ -94,9 +94,9 @@ func (r *Runtime) InspectContainer(ctx context.Context, idOrName string) (*dtma.
 	return c, err
 }
 
-func (r *Runtime) ListContainers(ctx context.Context, hostID string) ([]*dtma.Container, error) {
+func (r *Runtime) ListContainers(ctx context.Context) ([]*dtma.Container, error) {
 	start := time.Now()
-	cs, err := r.Runtime.ListContainers(ctx, hostID)
+	cs, err := r.Runtime.ListContainers(ctx)
 	r.done("list", start, err)
 	return cs, err
 }

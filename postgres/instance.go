@@ -37,18 +37,66 @@ const selectColumns = `id::text, host_id, name, COALESCE(account_tool_instance_i
 // inst.HostID names another host, or the id or account tool instance id is
 // not a UUID; EUNAVAILABLE when the database cannot be reached.
 func (r *Registry) CreateInstance(ctx context.Context, inst *dtma.Instance) error {
+	var done func()
+	err := r.do(ctx, "create instance", func(ctx context.Context) error {
+		var err error
+		done, err = r.create(ctx, r.pool, inst)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("create instance %q: %w", inst.Name, err)
+	}
+	done()
+	return nil
+}
+
+// CreateInstances inserts every instance as CreateInstance does, in one
+// transaction: all or none. On failure nothing is written and no instance
+// is changed.
+func (r *Registry) CreateInstances(ctx context.Context, insts []*dtma.Instance) error {
+	var dones []func()
+	err := r.do(ctx, "import instances", func(ctx context.Context) error {
+		dones = dones[:0]
+		return pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
+			for _, inst := range insts {
+				done, err := r.create(ctx, tx, inst)
+				if err != nil {
+					return fmt.Errorf("create instance %q: %w", inst.Name, err)
+				}
+				dones = append(dones, done)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return err
+	}
+	for _, done := range dones {
+		done()
+	}
+	return nil
+}
+
+// execer is what create needs of the pool or a transaction.
+type execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+// create inserts inst through ex and returns the function that sets inst's
+// stored values, to be called once the insert is committed.
+func (r *Registry) create(ctx context.Context, ex execer, inst *dtma.Instance) (func(), error) {
 	if inst.HostID != "" && inst.HostID != r.hostID {
-		return dtma.FieldErrorf(dtma.EINVALID, "host_id", "%q is not this agent's host (%q)", inst.HostID, r.hostID)
+		return nil, dtma.FieldErrorf(dtma.EINVALID, "host_id", "%q is not this agent's host (%q)", inst.HostID, r.hostID)
 	}
 	id := inst.ID
 	if id == "" {
 		id = dtma.NewUUID()
 	} else if !dtma.IsUUID(id) {
-		return dtma.FieldErrorf(dtma.EINVALID, "id", "must be a UUID")
+		return nil, dtma.FieldErrorf(dtma.EINVALID, "id", "must be a UUID")
 	}
 	id = strings.ToLower(id)
 	if err := checkAccountID(inst.AccountToolInstanceID); err != nil {
-		return err
+		return nil, err
 	}
 	now := dbTime(time.Now())
 	created, updated := dbTime(inst.CreatedAt), dbTime(inst.UpdatedAt)
@@ -60,28 +108,24 @@ func (r *Registry) CreateInstance(ctx context.Context, inst *dtma.Instance) erro
 	}
 	v, err := encode(inst)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	err = r.do(ctx, "create instance", func(ctx context.Context) error {
-		_, err := r.pool.Exec(ctx, `INSERT INTO dtma_container_registry (
+	_, err = ex.Exec(ctx, `INSERT INTO dtma_container_registry (
 			id, host_id, name, account_tool_instance_id, container_name, docker_image_url,
 			container_id, dtma_status, docker_status, port_bindings, ports, spec, spec_hash,
 			desired_state, pending_op, tracking, last_error, started_at, finished_at,
 			exit_code, restart_count, created_at, updated_at)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)`,
-			id, r.hostID, inst.Name, nullString(inst.AccountToolInstanceID), inst.ContainerName, inst.Spec.Image,
-			nullString(inst.ContainerID), string(inst.Status), nullString(string(inst.DockerStatus)),
-			v.portBindings, v.ports, v.spec, inst.SpecHash,
-			string(inst.DesiredState), string(inst.PendingOp), string(inst.Tracking), inst.LastError,
-			nullTime(inst.StartedAt), nullTime(inst.FinishedAt), inst.ExitCode, inst.RestartCount,
-			created, updated)
-		return conflict(err, r.hostID, id, inst)
-	})
-	if err != nil {
-		return fmt.Errorf("create instance %q: %w", inst.Name, err)
+		id, r.hostID, inst.Name, nullString(inst.AccountToolInstanceID), inst.ContainerName, inst.Spec.Image,
+		nullString(inst.ContainerID), string(inst.Status), nullString(string(inst.DockerStatus)),
+		v.portBindings, v.ports, v.spec, inst.SpecHash,
+		string(inst.DesiredState), string(inst.PendingOp), string(inst.Tracking), inst.LastError,
+		nullTime(inst.StartedAt), nullTime(inst.FinishedAt), inst.ExitCode, inst.RestartCount,
+		created, updated)
+	if err := conflict(err, r.hostID, id, inst); err != nil {
+		return nil, err
 	}
-	inst.ID, inst.HostID, inst.CreatedAt, inst.UpdatedAt = id, r.hostID, created, updated
-	return nil
+	return func() { inst.ID, inst.HostID, inst.CreatedAt, inst.UpdatedAt = id, r.hostID, created, updated }, nil
 }
 
 // UpdateInstance replaces every stored field of the row with inst.ID on

@@ -159,6 +159,34 @@ func (r *Memory) CreateInstance(_ context.Context, inst *dtma.Instance) error {
 	return nil
 }
 
+// CreateInstances implements dtma.Registry: every instance or none.
+func (r *Memory) CreateInstances(ctx context.Context, insts []*dtma.Instance) error {
+	if err := r.check(OpCreateInstance); err != nil {
+		return err
+	}
+	// Try them on a copy of the store; keep it only when all went in.
+	r.store.mu.Lock()
+	saved := make(map[string]*dtma.Instance, len(r.store.rows))
+	for k, v := range r.store.rows {
+		saved[k] = v
+	}
+	r.store.mu.Unlock()
+	copies := make([]*dtma.Instance, len(insts))
+	for i, inst := range insts {
+		copies[i] = inst.Clone()
+		if err := r.CreateInstance(ctx, copies[i]); err != nil {
+			r.store.mu.Lock()
+			r.store.rows = saved
+			r.store.mu.Unlock()
+			return err
+		}
+	}
+	for i, c := range copies {
+		*insts[i] = *c
+	}
+	return nil
+}
+
 // UpdateInstance implements dtma.Registry.
 func (r *Memory) UpdateInstance(_ context.Context, inst *dtma.Instance) error {
 	if err := r.check(OpUpdateInstance); err != nil {

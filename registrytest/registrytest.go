@@ -83,6 +83,7 @@ func Run(t *testing.T, open func(t *testing.T, hostID string) dtma.Registry) {
 		{"CreateEmptyAccountIDsDoNotConflict", s.testCreateEmptyAccountIDs},
 		{"CreateSameKeysOnAnotherHost", s.testCreateSameKeysOnAnotherHost},
 		{"CreateForeignHostInvalid", s.testCreateForeignHost},
+		{"CreateInstancesAllOrNothing", s.testCreateInstances},
 		{"RoundTripEveryField", s.testRoundTrip},
 		{"RoundTripEmptyValues", s.testRoundTripEmpty},
 		{"UpdateInstance", s.testUpdateInstance},
@@ -162,6 +163,49 @@ func (s *suite) testHostIDAndPing(t *testing.T) {
 	}
 	if len(rows) != 0 {
 		t.Errorf("a fresh store holds %d rows, want 0", len(rows))
+	}
+}
+
+// testCreateInstances: a batch goes in whole, every row as CreateInstance
+// would store it; a batch with one clash — with a stored row, or between
+// two rows of the batch — writes nothing and changes none of its instances.
+func (s *suite) testCreateInstances(t *testing.T) {
+	ctx := context.Background()
+	r := s.open(t, HostA)
+	batch := []*dtma.Instance{NewInstance("batch-1"), NewInstance("batch-2"), NewInstance("batch-3")}
+	if err := r.CreateInstances(ctx, batch); err != nil {
+		t.Fatalf("CreateInstances: %v", err)
+	}
+	for _, inst := range batch {
+		if !dtma.IsUUID(inst.ID) || inst.HostID != HostA || inst.CreatedAt.IsZero() {
+			t.Errorf("%s: stored values not set: id %q host %q created %v", inst.Name, inst.ID, inst.HostID, inst.CreatedAt)
+		}
+		assertEqual(t, mustFind(t, r, inst.ID), inst)
+	}
+	count := func() int {
+		list, err := r.FindInstances(ctx, dtma.InstanceFilter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(list)
+	}
+	before := count()
+	clashStored := []*dtma.Instance{NewInstance("batch-4"), NewInstance("batch-1")}
+	clashInside := []*dtma.Instance{NewInstance("batch-5"), NewInstance("batch-6"), NewInstance("batch-5")}
+	for name, b := range map[string][]*dtma.Instance{"with a stored row": clashStored, "within the batch": clashInside} {
+		err := r.CreateInstances(ctx, b)
+		if dtma.ErrorCode(err) != dtma.ECONFLICT {
+			t.Errorf("clash %s: %v, want conflict", name, err)
+		}
+		assertNoSecret(t, err)
+		if n := count(); n != before {
+			t.Errorf("clash %s: %d rows after the failed batch, want %d (nothing written)", name, n, before)
+		}
+		for _, inst := range b {
+			if inst.ID != "" || !inst.CreatedAt.IsZero() {
+				t.Errorf("clash %s: %s was changed by the failed batch (id %q)", name, inst.Name, inst.ID)
+			}
+		}
 	}
 }
 
@@ -966,32 +1010,9 @@ func assertNoSecret(t testing.TB, err error) {
 	}
 }
 
-// Normalize returns a copy of inst as a registry stores it: times in UTC at
-// microsecond precision, ObservedAt zero, empty env and port lists nil.
-func Normalize(inst *dtma.Instance) *dtma.Instance {
-	c := inst.Clone()
-	tm := func(t time.Time) time.Time {
-		if t.IsZero() {
-			return time.Time{}
-		}
-		return t.UTC().Truncate(time.Microsecond)
-	}
-	c.CreatedAt, c.UpdatedAt = tm(c.CreatedAt), tm(c.UpdatedAt)
-	c.StartedAt, c.FinishedAt = tm(c.StartedAt), tm(c.FinishedAt)
-	c.ObservedAt = time.Time{}
-	// Health: only the persisted part (State, LastError, ChangedAt).
-	c.Health = dtma.HealthStatus{State: c.Health.State, LastError: c.Health.LastError, ChangedAt: tm(c.Health.ChangedAt)}
-	if len(c.Spec.Env) == 0 {
-		c.Spec.Env = nil
-	}
-	if len(c.Spec.Ports) == 0 {
-		c.Spec.Ports = nil
-	}
-	if len(c.Ports) == 0 {
-		c.Ports = nil
-	}
-	return c
-}
+// Normalize returns a copy of inst as a registry stores it
+// (dtma.StoredForm).
+func Normalize(inst *dtma.Instance) *dtma.Instance { return dtma.StoredForm(inst) }
 
 // assertEqual compares a read-back instance with what was written, field by
 // field, after Normalize. Times must also be in UTC.

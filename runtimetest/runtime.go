@@ -85,8 +85,8 @@ type subscriber struct {
 
 var _ dtma.Runtime = (*Runtime)(nil)
 
-// New returns an empty fake daemon. hostID is the host Labels labels
-// containers for; every image is pullable until SetPullError says
+// New returns an empty fake daemon scoped to hostID: the host Labels
+// labels containers for and the one ListContainers and Events see; every image is pullable until SetPullError says
 // otherwise.
 func New(hostID string) *Runtime {
 	return &Runtime{
@@ -533,9 +533,13 @@ func (r *Runtime) InspectContainer(ctx context.Context, idOrName string) (*dtma.
 	return clone(c), nil
 }
 
+// HostID implements dtma.Runtime: the host New was given.
+func (r *Runtime) HostID() string { return r.host }
+
 // ListContainers implements dtma.Runtime: summaries of the containers
-// labelled dtma.host=hostID, by name.
-func (r *Runtime) ListContainers(ctx context.Context, hostID string) ([]*dtma.Container, error) {
+// labelled dtma.host=HostID(), by name.
+func (r *Runtime) ListContainers(ctx context.Context) ([]*dtma.Container, error) {
+	hostID := r.host
 	if err := r.enter(ctx, ListContainers, hostID); err != nil {
 		return nil, err
 	}
@@ -591,10 +595,11 @@ func (r *Runtime) ContainerLogs(ctx context.Context, id string, opts dtma.LogOpt
 }
 
 // Events implements dtma.Runtime: the events of containers labelled
-// dtma.host=hostID, from now on, until ctx ends (both channels close) or the
+// dtma.host=HostID(), from now on, until ctx ends (both channels close) or the
 // stream breaks (BreakEvents, SetDown: one error, then both close). Like
 // Docker, an event a subscriber has no room for (1024 buffered) is dropped.
-func (r *Runtime) Events(ctx context.Context, hostID string) (<-chan dtma.ContainerEvent, <-chan error) {
+func (r *Runtime) Events(ctx context.Context) (<-chan dtma.ContainerEvent, <-chan error) {
+	hostID := r.host
 	s := &subscriber{host: hostID, ev: make(chan dtma.ContainerEvent, eventBufferLength), errc: make(chan error, 1)}
 	if err := r.enter(ctx, Events, hostID); err != nil {
 		if ctx.Err() == nil {

@@ -65,12 +65,12 @@ func TestEngineSemantics(t *testing.T) {
 
 	other := rt.AddContainer(dtma.Container{Name: "other", Image: "img:1", State: dtma.DockerRunning,
 		Labels: map[string]string{dtma.LabelHost: "h2"}})
-	list, err := rt.ListContainers(ctx, "h1")
+	list, err := rt.ListContainers(ctx)
 	if err != nil || len(list) != 1 || list[0].ID != id || !list[0].Summary || list[0].Env != nil {
 		t.Fatalf("list of h1: %d %v", len(list), err)
 	}
-	if list, _ := rt.ListContainers(ctx, "h2"); len(list) != 1 || list[0].ID != other {
-		t.Fatalf("list of h2")
+	if other == "" || rt.HostID() != "h1" {
+		t.Fatalf("host %q", rt.HostID())
 	}
 
 	rt.SetLogs(id, "1\n2\n3\n")
@@ -107,8 +107,7 @@ func TestEventsAndFailures(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	rt := runtimetest.New("h1")
-	ev, errc := rt.Events(ctx, "h1")
-	ev2, _ := rt.Events(ctx, "h2")
+	ev, errc := rt.Events(ctx)
 	id := rt.AddContainer(dtma.Container{Name: "a", Image: "img:1", Labels: rt.Labels()})
 	rt.SetState(id, dtma.DockerRunning)
 	rt.Crash(id, 2)
@@ -123,9 +122,11 @@ func TestEventsAndFailures(t *testing.T) {
 	if want := "create start die start"; join(actions) != want {
 		t.Errorf("events %q, want %q", join(actions), want)
 	}
+	other := rt.AddContainer(dtma.Container{Name: "other", Image: "img:1", Labels: map[string]string{dtma.LabelHost: "h2"}})
+	rt.SetState(other, dtma.DockerRunning)
 	select {
-	case e := <-ev2:
-		t.Fatalf("h2's subscriber got %+v", e)
+	case e := <-ev:
+		t.Fatalf("h1's subscriber got h2's %+v", e)
 	default:
 	}
 	if c := rt.Container(id); c.RestartCount != 1 || c.State != dtma.DockerRunning || c.ExitCode != 0 {
@@ -159,7 +160,7 @@ func TestEventsAndFailures(t *testing.T) {
 	if err := rt.Ping(ctx); dtma.ErrorCode(err) != dtma.EUNAVAILABLE {
 		t.Fatalf("ping while down: %v", err)
 	}
-	if _, errc := rt.Events(ctx, "h1"); dtma.ErrorCode(<-errc) != dtma.EUNAVAILABLE {
+	if _, errc := rt.Events(ctx); dtma.ErrorCode(<-errc) != dtma.EUNAVAILABLE {
 		t.Fatal("subscribing while down must fail")
 	}
 	rt.SetDown(false)

@@ -35,6 +35,47 @@ func (r *Registry) CreateInstance(ctx context.Context, inst *dtma.Instance) erro
 	if err := r.check(); err != nil {
 		return err
 	}
+	return r.create(ctx, r.w, inst)
+}
+
+// CreateInstances inserts every instance as CreateInstance does, in one
+// transaction: all or none. On failure nothing is written and no instance
+// is changed.
+func (r *Registry) CreateInstances(ctx context.Context, insts []*dtma.Instance) error {
+	if err := r.check(); err != nil {
+		return err
+	}
+	tx, err := r.w.BeginTx(ctx, nil)
+	if err != nil {
+		return r.dbError("begin import", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
+	copies := make([]*dtma.Instance, len(insts))
+	for i, inst := range insts {
+		if inst == nil {
+			return dtma.Errorf(dtma.EINVALID, "no instance")
+		}
+		copies[i] = inst.Clone()
+		if err := r.create(ctx, tx, copies[i]); err != nil {
+			return err
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return r.dbError("commit import", err)
+	}
+	for i, c := range copies {
+		*insts[i] = *c
+	}
+	return nil
+}
+
+// execer is what create needs of the write connection or a transaction.
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// create is CreateInstance on ex.
+func (r *Registry) create(ctx context.Context, ex execer, inst *dtma.Instance) error {
 	if inst == nil {
 		return dtma.Errorf(dtma.EINVALID, "no instance")
 	}
@@ -60,7 +101,7 @@ func (r *Registry) CreateInstance(ctx context.Context, inst *dtma.Instance) erro
 	if err != nil {
 		return err
 	}
-	_, err = r.w.ExecContext(ctx, `INSERT INTO `+table+` (
+	_, err = ex.ExecContext(ctx, `INSERT INTO `+table+` (
 		id, host_id, name, account_tool_instance_id, container_name, docker_image_url, container_id,
 		dtma_status, docker_status, port_bindings, ports, spec, spec_hash, desired_state, pending_op,
 		tracking, last_error, started_at, finished_at, exit_code, restart_count, created_at, updated_at

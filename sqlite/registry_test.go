@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"database/sql"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -242,6 +243,11 @@ func TestNewerSchemaRefused(t *testing.T) {
 	}
 	if msg := err.Error(); !strings.Contains(msg, "9999") || !strings.Contains(msg, "newer") {
 		t.Errorf("error %q does not say the schema version 9999 is newer", msg)
+	}
+	// Both versions and the rollback step are named.
+	known := fmt.Sprintf("(%d)", sqlite.SchemaVersion())
+	if msg := err.Error(); !strings.Contains(msg, known) || !strings.Contains(msg, "dtma restore") || !strings.Contains(msg, "backup taken before the upgrade") {
+		t.Errorf("error %q does not name this binary's schema version %s and the rollback step", msg, known)
 	}
 	// OpenRecover does not throw a newer database away.
 	_, moved, err := sqlite.OpenRecover(context.Background(), path, "h", slog.New(slog.DiscardHandler))

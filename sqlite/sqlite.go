@@ -266,15 +266,6 @@ func migrations() ([]migration, error) {
 	return ms, nil
 }
 
-// SchemaVersion returns the newest schema version this binary knows.
-func SchemaVersion() int {
-	ms, err := migrations()
-	if err != nil || len(ms) == 0 {
-		return 0
-	}
-	return ms[len(ms)-1].version
-}
-
 // migrate applies the pending migrations in one IMMEDIATE transaction, so
 // concurrent openers of one file apply each migration once.
 func (r *Registry) migrate(ctx context.Context) error {
@@ -302,7 +293,8 @@ func (r *Registry) migrate(ctx context.Context) error {
 	if current > known {
 		return &dtma.Error{
 			Code: dtma.EUNAVAILABLE,
-			Message: fmt.Sprintf("registry database %s has schema version %d, newer than this dtma knows (%d): upgrade dtma",
+			Message: fmt.Sprintf("registry database %s has schema version %d, newer than this dtma knows (%d): "+
+				"a newer dtma wrote it; run that version, or roll back: stop the agent, `dtma restore` the backup taken before the upgrade, then start this version",
 				r.path, current, known),
 		}
 	}

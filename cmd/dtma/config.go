@@ -24,10 +24,12 @@ type config struct {
 	HostID          string
 	Tokens          []string
 	PublicStatus    bool
+	UI              bool
 	LegacyPorts     dtma.PortConflictPolicy
 	PortRangeStart  int
 	PortRangeEnd    int
 	DockerHost      string
+	DockerConfig    string // Docker config.json with registry credentials
 	DefaultHostIP   string
 	RegistryURL     string
 	RegistryMaxConn int32
@@ -97,9 +99,11 @@ var serveSettings = []setting{
 	{"host-id", "", "this agent's host id (default: generated once, stored in the data dir)", []string{"DTMA_HOST_ID"}, kindString},
 	{"token-file", "", "file holding accepted bearer tokens, one per line", []string{"DTMA_TOKEN_FILE"}, kindString},
 	{"public-status", "false", "serve GET /status without a token (legacy behaviour; true or false)", []string{"DTMA_PUBLIC_STATUS"}, kindBool},
+	{"ui", "true", "serve the web dashboard at /ui/ (true or false)", []string{"DTMA_UI"}, kindBool},
 	{"legacy-port-conflict", "remap", "POST /tools asking for a host port it cannot have (the agent's own, another instance's, one in use): remap (publish on a port from --port-range) or reject (409)", []string{"DTMA_LEGACY_PORT_CONFLICT"}, kindString},
 	{"port-range", "31000-31999", "host ports allocated for host_port 0", []string{"DTMA_PORT_RANGE"}, kindString},
 	{"docker-host", "", "Docker daemon address (default: DOCKER_HOST or the local socket)", []string{"DOCKER_HOST"}, kindString},
+	{"docker-config", "", "Docker config.json whose credentials (auths, credHelpers, credsStore) pull private images (default: none)", []string{"DTMA_DOCKER_CONFIG"}, kindString},
 	{"default-host-ip", "", "host address ports without host_ip are published on (default: all interfaces)", []string{"DTMA_DEFAULT_HOST_IP"}, kindString},
 	{"registry-url", "", "registry: postgres://... or sqlite:///path (default: SQLite in the data dir)", []string{"DTMA_REGISTRY_URL"}, kindString},
 	{"registry-max-conns", "8", "PostgreSQL pool size", []string{"DTMA_REGISTRY_MAX_CONNS"}, kindInt},
@@ -277,6 +281,7 @@ func loadConfig(cmd *cobra.Command, s *streams) (*config, error) {
 			bad("listen", "must be host:port or :port")
 		}
 		c.PublicStatus = boolean("public-status")
+		c.UI = boolean("ui")
 		c.HeartbeatRTD = boolean("heartbeat-runtime-details")
 		switch p := dtma.PortConflictPolicy(strings.ToLower(strings.TrimSpace(value(cmd, s, "legacy-port-conflict")))); p {
 		case dtma.PortConflictRemap, dtma.PortConflictReject:
@@ -285,6 +290,7 @@ func loadConfig(cmd *cobra.Command, s *streams) (*config, error) {
 			bad("legacy-port-conflict", "must be remap or reject")
 		}
 		c.DockerHost = value(cmd, s, "docker-host")
+		c.DockerConfig = value(cmd, s, "docker-config")
 		c.DefaultHostIP = value(cmd, s, "default-host-ip")
 		if c.DefaultHostIP != "" && net.ParseIP(c.DefaultHostIP) == nil {
 			bad("default-host-ip", "must be an IP address")

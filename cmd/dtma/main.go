@@ -52,9 +52,18 @@ type exitError struct {
 func (e *exitError) Error() string { return e.err.Error() }
 func (e *exitError) Unwrap() error { return e.err }
 
+// exitCode is 0 for no error, 2 for a usage error (exitError with code 2,
+// or cobra's unknown command or flag), the exitError's code, else 1.
 func exitCode(err error) int {
-	if e, ok := err.(*exitError); ok {
+	if err == nil {
+		return 0
+	}
+	var e *exitError
+	if errors.As(err, &e) {
 		return e.code
+	}
+	if isUsage(err) {
+		return 2
 	}
 	return 1
 }

@@ -169,19 +169,19 @@ another row) nothing is written and the conflicts are listed; exit code 2.`,
 	return cmd
 }
 
-// importRows plans every row first and writes only when nothing conflicts.
+// importRows checks what only the file can tell — the host, row validity,
+// ids already stored — and then writes the new rows in one atomic batch
+// (Registry.CreateInstances), whose uniqueness checks are the store's own:
+// one conflict and nothing is written.
 func importRows(ctx context.Context, reg dtma.Registry, f exportFile, s *streams) error {
 	var create []*dtma.Instance
 	var conflicts []string
 	unchanged := 0
-	planned := map[string]string{} // "field\x00value" of rows to create -> their name
 	for i, e := range f.Instances {
 		if e.HostID != reg.HostID() {
 			conflicts = append(conflicts, fmt.Sprintf("%s: belongs to host %s, this registry is host %s (set DTMA_HOST_ID)", e.Name, e.HostID, reg.HostID()))
 			continue
 		}
-		// What either store would refuse is refused here, before anything
-		// is written, so that an import is never left half-done.
 		if problem := invalidRow(e); problem != "" {
 			conflicts = append(conflicts, fmt.Sprintf("row %d (%q): invalid: %s", i+1, e.Name, problem))
 			continue
@@ -189,7 +189,7 @@ func importRows(ctx context.Context, reg dtma.Registry, f exportFile, s *streams
 		existing, err := reg.FindInstanceByID(ctx, e.ID)
 		switch {
 		case err == nil:
-			if reflect.DeepEqual(normExport(toExport(existing)), normExport(e)) {
+			if reflect.DeepEqual(dtma.StoredForm(existing), dtma.StoredForm(fromExport(e))) {
 				unchanged++
 			} else {
 				conflicts = append(conflicts, fmt.Sprintf("%s: id %s exists with other content", e.Name, e.ID))
@@ -198,60 +198,20 @@ func importRows(ctx context.Context, reg dtma.Registry, f exportFile, s *streams
 		case dtma.ErrorCode(err) != dtma.ENOTFOUND:
 			return fmt.Errorf("read registry: %w", err)
 		}
-		clash := ""
-		for field, v := range map[string]string{"name": e.Name, "account_tool_instance_id": e.AccountToolInstanceID, "container_name": e.ContainerName} {
-			if v == "" {
-				continue
-			}
-			filter := dtma.InstanceFilter{}
-			switch field {
-			case "name":
-				filter.Name = &v
-			case "account_tool_instance_id":
-				filter.AccountToolInstanceID = &v
-			default:
-				filter.ContainerName = &v
-			}
-			rows, err := reg.FindInstances(ctx, filter)
-			if err != nil {
-				return fmt.Errorf("read registry: %w", err)
-			}
-			if len(rows) > 0 {
-				clash = fmt.Sprintf("%s: %s %q is used by row %s", e.Name, field, v, rows[0].ID)
-				break
-			}
-		}
-		// Rows of the file must not clash among themselves either: a clash
-		// found only while writing would leave the import half-done.
-		keys := []string{"id\x00" + strings.ToLower(e.ID), "name\x00" + e.Name, "container_name\x00" + e.ContainerName}
-		if e.AccountToolInstanceID != "" {
-			keys = append(keys, "account_tool_instance_id\x00"+strings.ToLower(e.AccountToolInstanceID))
-		}
-		for _, k := range keys {
-			if other, ok := planned[k]; ok && clash == "" {
-				field, v, _ := strings.Cut(k, "\x00")
-				clash = fmt.Sprintf("%s: %s %q is also used by row %q of the file", e.Name, field, v, other)
-			}
-		}
-		if clash != "" {
-			conflicts = append(conflicts, clash)
-			continue
-		}
-		for _, k := range keys {
-			planned[k] = e.Name
-		}
 		create = append(create, fromExport(e))
+	}
+	if len(conflicts) == 0 && len(create) > 0 {
+		if err := reg.CreateInstances(ctx, create); dtma.ErrorCode(err) == dtma.ECONFLICT || dtma.ErrorCode(err) == dtma.EINVALID {
+			conflicts = append(conflicts, dtma.ErrorMessage(err))
+		} else if err != nil {
+			return fmt.Errorf("import: %w", err)
+		}
 	}
 	if len(conflicts) > 0 {
 		for _, c := range conflicts {
 			fmt.Fprintln(s.err, "conflict:", c)
 		}
 		return &exitError{code: 2, err: fmt.Errorf("import refused: %d conflicting rows; nothing written", len(conflicts))}
-	}
-	for _, inst := range create {
-		if err := reg.CreateInstance(ctx, inst); err != nil {
-			return fmt.Errorf("import %s: %w", inst.Name, err)
-		}
 	}
 	fmt.Fprintf(s.out, "imported %d, unchanged %d\n", len(create), unchanged)
 	return nil
@@ -272,22 +232,4 @@ func invalidRow(e exportInstance) string {
 		return "spec.image must not be empty"
 	}
 	return ""
-}
-
-// normExport makes two exports of one row compare equal whatever the
-// store's empty-collection and time-zone conventions.
-func normExport(e exportInstance) exportInstance {
-	if len(e.Spec.Env) == 0 {
-		e.Spec.Env = nil
-	}
-	if len(e.Spec.Ports) == 0 {
-		e.Spec.Ports = nil
-	}
-	if len(e.Ports) == 0 {
-		e.Ports = nil
-	}
-	t := dtma.RegistryTime
-	e.CreatedAt, e.UpdatedAt = t(e.CreatedAt), t(e.UpdatedAt)
-	e.Observed.StartedAt, e.Observed.FinishedAt = t(e.Observed.StartedAt), t(e.Observed.FinishedAt)
-	return e
 }

@@ -91,15 +91,15 @@ func exportOf(t *testing.T, env map[string]string) exportFile {
 	return readExport(t, []byte(out))
 }
 
-// sameRows compares two exports' instances field by field, the
-// normalisation import uses (empty collections, time zones) aside.
+// sameRows compares two exports' instances in their stored form
+// (dtma.StoredForm: empty collections and time zones aside), as import does.
 func sameRows(t *testing.T, what string, got, want []exportInstance) {
 	t.Helper()
 	if len(got) != len(want) {
 		t.Fatalf("%s: %d instances, want %d", what, len(got), len(want))
 	}
 	for i := range want {
-		g, w := normExport(got[i]), normExport(want[i])
+		g, w := dtma.StoredForm(fromExport(got[i])), dtma.StoredForm(fromExport(want[i]))
 		if !reflect.DeepEqual(g, w) {
 			t.Errorf("%s: instance %d differs:\n got %+v\nwant %+v", what, i, g, w)
 		}
@@ -241,17 +241,17 @@ func TestRegistryImportConflicts(t *testing.T) {
 			r := newRow
 			r.Name = "beta"
 			f.Instances = append(f.Instances, r)
-		}, []string{`conflict: beta: name "beta" is used by row ` + orig.Instances[1].ID}},
+		}, []string{`conflict: name: "beta" is already used on host ` + testHost}},
 		{"new id, container name in use", func(f *exportFile) {
 			r := newRow
 			r.ContainerName = orig.Instances[2].ContainerName
 			f.Instances = append(f.Instances, r)
-		}, []string{`conflict: delta: container_name "` + orig.Instances[2].ContainerName + `" is used by row ` + orig.Instances[2].ID}},
+		}, []string{`conflict: container_name: "` + orig.Instances[2].ContainerName + `" is already used on host ` + testHost}},
 		{"new id, account id in use", func(f *exportFile) {
 			r := newRow
 			r.AccountToolInstanceID = orig.Instances[0].AccountToolInstanceID
 			f.Instances = append(f.Instances, r)
-		}, []string{`conflict: delta: account_tool_instance_id "` + orig.Instances[0].AccountToolInstanceID + `" is used by row ` + orig.Instances[0].ID}},
+		}, []string{`conflict: account_tool_instance_id: "` + orig.Instances[0].AccountToolInstanceID + `" is already used on host ` + testHost}},
 		{"valid new row beside a conflict", func(f *exportFile) {
 			f.Instances[1].DesiredState = dtma.DesiredRunning
 			f.Instances = append(f.Instances, newRow)
@@ -281,8 +281,8 @@ func TestRegistryImportConflicts(t *testing.T) {
 	}
 }
 
-// Rows of the file that clash among themselves are refused too, before
-// anything is written.
+// Rows of the file that clash among themselves are refused too: the batch
+// is one transaction, so nothing is written.
 func TestRegistryImportConflictsWithinFile(t *testing.T) {
 	a := registrytest.NewInstance("dup")
 	a.ID, a.HostID = dtma.NewUUID(), testHost
@@ -295,7 +295,7 @@ func TestRegistryImportConflictsWithinFile(t *testing.T) {
 	if err == nil || exitCode(err) != 2 {
 		t.Fatalf("import of two rows named dup: err %v (exit %d), want exit 2; stderr %q", err, exitCode(err), stderr)
 	}
-	if !strings.Contains(stderr, "conflict: dup:") {
+	if !strings.Contains(stderr, "conflict: ") || !strings.Contains(stderr, "is already used") {
 		t.Errorf("stderr does not report the clash: %q", stderr)
 	}
 	if got := exportOf(t, env); len(got.Instances) != 0 {

@@ -24,18 +24,18 @@ func newRootCommand(out, errw io.Writer, getenv func(string) string) *cobra.Comm
 		newMigrateCommand(s),
 		newRegistryCommand(s),
 		newVersionCommand(s),
+		newDeployCommand(s),
+		newInspectCommand(s),
+		newStartCommand(s),
+		newStopCommand(s),
+		newRestartCommand(s),
+		newRmCommand(s),
+		newLogsCommand(s),
+		newBackupCommand(s),
+		newRestoreCommand(s),
+		newDoctorCommand(s),
+		newHealthcheckCommand(s),
 	)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError(err) })
 	return root
-}
-
-func newVersionCommand(s *streams) *cobra.Command {
-	return &cobra.Command{
-		Use:   "version",
-		Short: "Print the version",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			_, err := io.WriteString(s.out, version+"\n")
-			return err
-		},
-	}
 }

@@ -74,6 +74,13 @@ func serve(ctx context.Context, c *config, s *streams) error {
 		listenPort = l.Addr().(*net.TCPAddr).Port
 	}
 
+	// The shared lock tells `dtma restore` that this registry is served.
+	lock, err := lockFile(serveLockPath(c, hostID), false)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+
 	reg, where, err := openRegistry(ctx, c, hostID, log, true)
 	if err != nil {
 		return err
@@ -89,6 +96,8 @@ func serve(ctx context.Context, c *config, s *streams) error {
 
 	rt, err := docker.New(docker.Options{
 		Host:             c.DockerHost,
+		HostID:           hostID,
+		DockerConfig:     c.DockerConfig,
 		DefaultHostIP:    c.DefaultHostIP,
 		ExtraLabels:      c.ContainerLabels,
 		Network:          c.Network,
@@ -101,7 +110,6 @@ func serve(ctx context.Context, c *config, s *streams) error {
 	defer rt.Close()
 
 	ag, err := agent.New(ctx, agent.Config{
-		HostID:            hostID,
 		Version:           version,
 		ListenPort:        listenPort,
 		PortRangeStart:    c.PortRangeStart,
@@ -172,6 +180,7 @@ func serve(ctx context.Context, c *config, s *streams) error {
 		ReadTimeout:      c.HTTPReadTimeout,
 		MaxConns:         c.MaxConnections,
 		AuthFailureLimit: c.AuthFailureLimit,
+		UI:               dtmahttp.UIConfig{Disabled: !c.UI, RegistryKind: strings.SplitN(where, ":", 2)[0], DockerVersion: rt.ServerVersion},
 	}
 	if srv.AuthFailureLimit == 0 {
 		srv.AuthFailureLimit = -1 // the setting's 0 means off

@@ -60,17 +60,10 @@ type Registry struct {
 	blobs          map[string][]byte // digest -> content (config and layers)
 
 	down        atomic.Bool
-	requests    atomic.Int64 // HTTP requests handled
-	connections atomic.Int64 // TCP connections accepted
+	basicAuth   atomic.Pointer[[2]string] // user, password; nil: anonymous
+	requests    atomic.Int64              // HTTP requests handled
+	connections atomic.Int64              // TCP connections accepted
 	stopOnce    sync.Once
-}
-
-// Start serves localImage (a reference or ID the daemon knows) as
-// repo:tag on a new registry and returns the reference to pull,
-// "127.0.0.1:<port>/<repo>:<tag>". See New.
-func Start(tb testing.TB, c *client.Client, localImage, repo, tag string) (ref string) {
-	tb.Helper()
-	return New(tb, c, localImage, repo, tag).Ref()
 }
 
 // New exports localImage from the daemon (docker save), builds a schema2
@@ -160,6 +153,16 @@ func (r *Registry) ConfigDigest() string {
 // SetDown makes every request answer 503 Service Unavailable (with a
 // registry-style UNAVAILABLE error) while down is true.
 func (r *Registry) SetDown(down bool) { r.down.Store(down) }
+
+// RequireBasicAuth makes every request (from the next on) need HTTP basic
+// authentication as user:password: otherwise 401 with a Basic challenge,
+// which the Docker daemon answers with the pull's credential. This is the
+// private registry of the pull tests; our own small registry rather than
+// go-containerregistry's or Debian's docker-registry, because neither can
+// be fetched on the test machines and a basic-auth check is a few lines.
+func (r *Registry) RequireBasicAuth(user, password string) {
+	r.basicAuth.Store(&[2]string{user, password})
+}
 
 // Requests returns the number of HTTP requests received so far (answered
 // or not, down or not).
@@ -369,6 +372,14 @@ func (r *Registry) serveHTTP(w http.ResponseWriter, req *http.Request) {
 	if r.down.Load() {
 		writeError(w, http.StatusServiceUnavailable, "UNAVAILABLE", "registry is down (testregistry.SetDown)")
 		return
+	}
+	if cred := r.basicAuth.Load(); cred != nil {
+		user, pass, ok := req.BasicAuth()
+		if !ok || user != cred[0] || pass != cred[1] {
+			w.Header().Set("WWW-Authenticate", `Basic realm="testregistry"`)
+			writeError(w, http.StatusUnauthorized, "UNAUTHORIZED", "authentication required")
+			return
+		}
 	}
 	if req.Method != http.MethodGet && req.Method != http.MethodHead {
 		writeError(w, http.StatusMethodNotAllowed, "UNSUPPORTED", "the test registry is read-only")

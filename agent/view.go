@@ -1,0 +1,291 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/agentopia/dtma"
+)
+
+// view is the agent's in-memory copy of its host's registry rows: every
+// read is served from it, and it is the only writer of rows — intent,
+// outcome and observation go to the registry first and then to the view.
+// Rows the registry could not take are kept dirty (or, for deletions, in
+// deleted) until flush writes them. It has its own lock, held only for
+// memory access, never across a registry or Docker call. Every method
+// hands out and takes copies.
+type view struct {
+	reg    dtma.Registry
+	health *health
+	log    *slog.Logger
+
+	mu   sync.RWMutex
+	rows map[string]*dtma.Instance // by ID
+	// dirty holds rows whose latest state could not be written (registry
+	// down); deleted holds ids whose row must still be deleted.
+	dirty   map[string]bool
+	deleted map[string]bool
+}
+
+func newView(reg dtma.Registry, h *health, log *slog.Logger) *view {
+	return &view{reg: reg, health: h, log: log,
+		rows: map[string]*dtma.Instance{}, dirty: map[string]bool{}, deleted: map[string]bool{}}
+}
+
+// load puts rows read from the registry into the view; stale marks them
+// dirty, so that flush writes them back.
+func (v *view) load(inst *dtma.Instance, stale bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.rows[inst.ID] = inst.Clone()
+	if stale {
+		v.dirty[inst.ID] = true
+	}
+}
+
+// snapshot returns copies of every instance in the view, oldest first.
+func (v *view) snapshot() []*dtma.Instance {
+	v.mu.RLock()
+	out := make([]*dtma.Instance, 0, len(v.rows))
+	for _, inst := range v.rows {
+		out = append(out, inst.Clone())
+	}
+	v.mu.RUnlock()
+	sortInstances(out)
+	return out
+}
+
+func sortInstances(list []*dtma.Instance) {
+	sort.Slice(list, func(i, j int) bool {
+		if !list[i].CreatedAt.Equal(list[j].CreatedAt) {
+			return list[i].CreatedAt.Before(list[j].CreatedAt)
+		}
+		return list[i].Name < list[j].Name
+	})
+}
+
+// get returns a copy of the instance with that id, or nil.
+func (v *view) get(id string) *dtma.Instance {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return v.rows[id].Clone()
+}
+
+// lookup finds an instance by ref, in this order: the instance id, then
+// the account tool instance id (both UUIDs, compared case-insensitively),
+// then the name (exact). New names cannot have the shape of a UUID
+// (dtma.ValidateName), so the three spaces cannot collide for rows created
+// now; a row stored earlier under a UUID-shaped name still resolves by that
+// name when no id or account id matches, and can no longer capture another
+// instance's id or account id. It returns a copy or nil.
+func (v *view) lookup(ref string) *dtma.Instance {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	lower := strings.ToLower(ref)
+	var byAcct, byName *dtma.Instance
+	for _, inst := range v.rows {
+		if inst.ID == lower {
+			return inst.Clone()
+		}
+		if inst.AccountToolInstanceID != "" && inst.AccountToolInstanceID == lower {
+			byAcct = inst
+		}
+		if inst.Name == ref {
+			byName = inst
+		}
+	}
+	if byAcct != nil {
+		return byAcct.Clone()
+	}
+	return byName.Clone()
+}
+
+// find is lookup with ENOTFOUND.
+func (v *view) find(ref string) (*dtma.Instance, error) {
+	if inst := v.lookup(ref); inst != nil {
+		return inst, nil
+	}
+	return nil, dtma.Errorf(dtma.ENOTFOUND, "no instance %q on this host", ref)
+}
+
+// byNameOrAccount returns copies of the instance named name and of the one
+// with account tool instance id acct ("" matches none); either may be nil.
+func (v *view) byNameOrAccount(name, acct string) (byName, byAcct *dtma.Instance) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	for _, inst := range v.rows {
+		if inst.Name == name {
+			byName = inst.Clone()
+		}
+		if acct != "" && inst.AccountToolInstanceID == acct {
+			byAcct = inst.Clone()
+		}
+	}
+	return byName, byAcct
+}
+
+// forContainer returns a copy of the instance with id instanceID, else of
+// the one whose container is containerID, or nil.
+func (v *view) forContainer(containerID, instanceID string) *dtma.Instance {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	if inst := v.rows[instanceID]; inst != nil {
+		return inst.Clone()
+	}
+	for _, inst := range v.rows {
+		if inst.ContainerID == containerID {
+			return inst.Clone()
+		}
+	}
+	return nil
+}
+
+// remember stores a copy of inst in memory only: for what the registry
+// does not keep (ObservedAt) or has just stored.
+func (v *view) remember(inst *dtma.Instance) {
+	v.mu.Lock()
+	v.rows[inst.ID] = inst.Clone()
+	v.mu.Unlock()
+}
+
+// create inserts inst into the registry (which sets HostID, CreatedAt and
+// UpdatedAt on it) and then into the view. The
+// registry's error (ECONFLICT, EUNAVAILABLE, ...) is returned and the view
+// is left unchanged.
+func (v *view) create(ctx context.Context, inst *dtma.Instance) error {
+	err := v.reg.CreateInstance(ctx, inst)
+	v.health.noteRegistry(err)
+	if err != nil {
+		return err
+	}
+	v.remember(inst)
+	return nil
+}
+
+// writeIntent records inst (an operation about to start) in the registry
+// and the view. The registry's error is returned wrapped, the view left
+// unchanged: the operation must not proceed.
+func (v *view) writeIntent(ctx context.Context, inst *dtma.Instance) error {
+	if err := v.reg.UpdateInstance(ctx, inst); err != nil {
+		v.health.noteRegistry(err)
+		return fmt.Errorf("record intent for %s: %w", inst.Name, err)
+	}
+	v.health.noteRegistry(nil)
+	v.mu.Lock()
+	v.rows[inst.ID] = inst.Clone()
+	delete(v.dirty, inst.ID)
+	v.mu.Unlock()
+	return nil
+}
+
+// writeOutcome records inst after Docker acted. The view always takes it
+// (it is what Docker now shows); when the registry cannot be written the
+// row is marked dirty and written by flush once the registry is back.
+func (v *view) writeOutcome(ctx context.Context, inst *dtma.Instance) {
+	err := v.reg.UpdateInstance(ctx, inst)
+	v.health.noteRegistry(err)
+	v.mu.Lock()
+	v.rows[inst.ID] = inst.Clone()
+	if err != nil {
+		v.dirty[inst.ID] = true
+	} else {
+		delete(v.dirty, inst.ID)
+	}
+	v.mu.Unlock()
+	if err != nil {
+		v.log.Error("record outcome; will retry", "instance", inst.Name, "err", err)
+	}
+}
+
+// writeObserved records inst whose observed fields (inst.Observed) changed
+// and nothing else: only those columns are written. The view always takes
+// inst; when the registry cannot be written the row is marked dirty.
+func (v *view) writeObserved(ctx context.Context, inst *dtma.Instance) {
+	wrote, err := v.reg.UpdateObserved(ctx, inst.ID, inst.Observed)
+	v.health.noteRegistry(err)
+	if wrote {
+		inst.UpdatedAt = nowUTC().Truncate(time.Microsecond) // as the registry stamped it, to the microsecond's noise
+	}
+	v.mu.Lock()
+	v.rows[inst.ID] = inst.Clone()
+	if err != nil {
+		v.dirty[inst.ID] = true
+	}
+	v.mu.Unlock()
+}
+
+// drop deletes the row and the view entry; when the registry cannot be
+// written the deletion is retried by flush.
+func (v *view) drop(ctx context.Context, inst *dtma.Instance) {
+	err := v.reg.DeleteInstance(ctx, inst.ID)
+	v.health.noteRegistry(err)
+	v.mu.Lock()
+	delete(v.rows, inst.ID)
+	delete(v.dirty, inst.ID)
+	if err != nil {
+		v.deleted[inst.ID] = true
+	}
+	v.mu.Unlock()
+	if err != nil {
+		v.log.Error("delete record; will retry", "instance", inst.Name, "err", err)
+	}
+}
+
+// pending returns the ids of dirty rows and of deletions still owed to the
+// registry.
+func (v *view) pending() (dirty, deleted []string) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	for id := range v.dirty {
+		dirty = append(dirty, id)
+	}
+	for id := range v.deleted {
+		deleted = append(deleted, id)
+	}
+	return dirty, deleted
+}
+
+// retryDelete deletes a row whose deletion failed earlier; it returns the
+// registry's error, and forgets the id once deleted.
+func (v *view) retryDelete(ctx context.Context, id string) error {
+	err := v.reg.DeleteInstance(ctx, id)
+	v.health.noteRegistry(err)
+	if err != nil {
+		return err
+	}
+	v.mu.Lock()
+	delete(v.deleted, id)
+	v.mu.Unlock()
+	return nil
+}
+
+// retryWrite writes the dirty row id as the view has it (creating it when
+// the registry lost it) and reports whether it was written. A row no
+// longer in the view is just forgotten. Caller holds the instance's lock.
+func (v *view) retryWrite(ctx context.Context, id string) bool {
+	inst := v.get(id)
+	if inst == nil {
+		v.mu.Lock()
+		delete(v.dirty, id)
+		v.mu.Unlock()
+		return false
+	}
+	err := v.reg.UpdateInstance(ctx, inst)
+	if dtma.ErrorCode(err) == dtma.ENOTFOUND {
+		err = v.reg.CreateInstance(ctx, inst)
+	}
+	v.health.noteRegistry(err)
+	if err != nil {
+		return false
+	}
+	v.mu.Lock()
+	delete(v.dirty, id)
+	v.mu.Unlock()
+	v.log.Info("caught up registry row", "instance", inst.Name)
+	return true
+}

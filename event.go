@@ -71,3 +71,13 @@ func InstanceEvent(before, after *Instance, at time.Time) (Event, bool) {
 type EventSink interface {
 	Publish(Event)
 }
+
+// EventSinks publishes every event to each of its sinks, in order.
+type EventSinks []EventSink
+
+// Publish implements EventSink.
+func (s EventSinks) Publish(e Event) {
+	for _, sink := range s {
+		sink.Publish(e)
+	}
+}

@@ -52,6 +52,7 @@ func (a *Agent) adoptLabelled(ctx context.Context, c *dtma.Container) {
 			return
 		}
 		a.log.Warn("removed a never-started container no record knows (an interrupted deploy)", "container", c.Name, "instance", name)
+		a.obs.Removed()
 		return
 	}
 	if a.view.lookup(name) != nil {
@@ -72,6 +73,7 @@ func (a *Agent) adoptLabelled(ctx context.Context, c *dtma.Container) {
 		return
 	}
 	a.log.Info("adopted container", "instance", name, "container", c.Name, "id", c.ID)
+	a.obs.Adopted()
 }
 
 // instanceFromContainer rebuilds a record from a DTMA-labelled container.

@@ -68,6 +68,14 @@ type Config struct {
 	// Now is the clock crash-loop windows and recreate backoff are
 	// measured with; nil uses time.Now. Tests inject a fake clock.
 	Now func() time.Time
+
+	// Events receives a change event whenever the view records an
+	// instance's creation, removal, or a change of its status, Docker
+	// status, health or drift; nil publishes nothing. Publish must not
+	// block.
+	Events dtma.EventSink
+	// Observer is told of the reconciler's work (metrics); nil: nothing.
+	Observer Observer
 }
 
 func (c *Config) setDefaults() {
@@ -130,6 +138,8 @@ type Agent struct {
 	kick chan struct{} // asks the reconciler for a relist soon
 
 	relists atomic.Uint64 // relists begun; every fullInspectEvery-th inspects everything
+
+	obs Observer // metrics hooks, never nil
 }
 
 // New loads the registry's rows into the agent's view and returns the
@@ -160,6 +170,11 @@ func New(ctx context.Context, cfg Config, reg dtma.Registry, rt dtma.Runtime) (*
 	a.health = &health{log: a.log, dockerBack: a.requestRelist}
 	a.rt = healthRuntime{rt: rt, health: a.health}
 	a.view = newView(reg, a.health, a.log)
+	a.view.events = cfg.Events
+	a.obs = cfg.Observer
+	if a.obs == nil {
+		a.obs = nopObserver{}
+	}
 	rows, err := reg.FindInstances(ctx, dtma.InstanceFilter{})
 	if err != nil {
 		return nil, fmt.Errorf("load registry: %w", err)

@@ -23,6 +23,7 @@ type view struct {
 	reg    dtma.Registry
 	health *health
 	log    *slog.Logger
+	events dtma.EventSink // nil: none
 
 	mu   sync.RWMutex
 	rows map[string]*dtma.Instance // by ID
@@ -145,11 +146,57 @@ func (v *view) forContainer(containerID, instanceID string) *dtma.Instance {
 	return nil
 }
 
+// put stores a copy of inst as the row and publishes the change an event
+// shows (status, docker status, health, drift; creation). inst's Health is
+// the view's own: only writeHealth changes it. Caller holds v.mu.
+func (v *view) put(inst *dtma.Instance) {
+	old := v.rows[inst.ID]
+	c := inst.Clone()
+	if old != nil {
+		c.Health = old.Health
+	}
+	v.rows[inst.ID] = c
+	v.publish(old, c)
+}
+
+// publish sends the event between before and after, if any. Caller holds
+// v.mu, so events leave in the order the view changed.
+func (v *view) publish(before, after *dtma.Instance) {
+	if v.events == nil {
+		return
+	}
+	if e, ok := dtma.InstanceEvent(before, after, nowUTC()); ok {
+		v.events.Publish(e)
+	}
+}
+
+// writeHealth records the health of instance id: the registry is written
+// only when its persisted part changed (UpdateHealth compares), the view
+// always takes it and publishes the change. ENOTFOUND when the row is not
+// in the view; the registry's error otherwise (the next transition writes
+// again).
+func (v *view) writeHealth(ctx context.Context, id string, st dtma.HealthStatus) error {
+	if v.get(id) == nil {
+		return dtma.Errorf(dtma.ENOTFOUND, "instance %s not found", id)
+	}
+	_, err := v.reg.UpdateHealth(ctx, id, st)
+	v.health.noteRegistry(err)
+	v.mu.Lock()
+	if old := v.rows[id]; old != nil {
+		c := old.Clone()
+		c.Health = dtma.HealthStatus{State: st.State, LastError: st.LastError, ChangedAt: st.ChangedAt}
+		v.rows[id] = c
+		v.publish(old, c)
+	}
+	v.mu.Unlock()
+	return err
+}
+
 // remember stores a copy of inst in memory only: for what the registry
 // does not keep (ObservedAt) or has just stored.
 func (v *view) remember(inst *dtma.Instance) {
 	v.mu.Lock()
-	v.rows[inst.ID] = inst.Clone()
+	v.put(inst)
 	v.mu.Unlock()
 }
 
@@ -177,7 +224,7 @@ func (v *view) writeIntent(ctx context.Context, inst *dtma.Instance) error {
 	}
 	v.health.noteRegistry(nil)
 	v.mu.Lock()
-	v.rows[inst.ID] = inst.Clone()
+	v.put(inst)
 	delete(v.dirty, inst.ID)
 	v.mu.Unlock()
 	return nil
@@ -190,7 +237,7 @@ func (v *view) writeOutcome(ctx context.Context, inst *dtma.Instance) {
 	err := v.reg.UpdateInstance(ctx, inst)
 	v.health.noteRegistry(err)
 	v.mu.Lock()
-	v.rows[inst.ID] = inst.Clone()
+	v.put(inst)
 	if err != nil {
 		v.dirty[inst.ID] = true
 	} else {
@@ -212,7 +259,7 @@ func (v *view) writeObserved(ctx context.Context, inst *dtma.Instance) {
 		inst.UpdatedAt = nowUTC().Truncate(time.Microsecond) // as the registry stamped it, to the microsecond's noise
 	}
 	v.mu.Lock()
-	v.rows[inst.ID] = inst.Clone()
+	v.put(inst)
 	if err != nil {
 		v.dirty[inst.ID] = true
 	}
@@ -225,6 +272,9 @@ func (v *view) drop(ctx context.Context, inst *dtma.Instance) {
 	err := v.reg.DeleteInstance(ctx, inst.ID)
 	v.health.noteRegistry(err)
 	v.mu.Lock()
+	if old := v.rows[inst.ID]; old != nil {
+		v.publish(old, nil)
+	}
 	delete(v.rows, inst.ID)
 	delete(v.dirty, inst.ID)
 	if err != nil {

@@ -128,6 +128,13 @@ func (m *Monitor) Sync(ctx context.Context) {
 			m.Prober.Set(t)
 		} else {
 			m.Prober.Remove(inst.ID)
+			if inst.Health.State != dtma.HealthUnknown && m.Record != nil {
+				// Not running (or no check any more): no verdict. Recorded
+				// once: the view then holds the zero state.
+				if err := m.Record(ctx, inst.ID, dtma.HealthStatus{}); err != nil && m.Logger != nil {
+					m.Logger.Debug("health not cleared", "instance", inst.Name, "err", err)
+				}
+			}
 		}
 		m.overlay(inst)
 		m.mu.Lock()

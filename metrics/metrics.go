@@ -26,13 +26,13 @@ type Metrics struct {
 	heartbeats       prometheus.Counter
 	heartbeatFails   prometheus.Counter
 
-	ReconcileRuns     prometheus.Counter   // full relists finished
-	ReconcileDuration prometheus.Histogram // their duration
-	DriftFound        prometheus.Counter   // instances found drifted by a relist
-	Recreated         prometheus.Counter   // containers recreated from a stored spec
-	Adopted           prometheus.Counter   // labelled containers adopted
-	Removed           prometheus.Counter   // containers removed by the reconciler
-	EventReconnects   prometheus.Counter   // Docker event stream (re)subscriptions after a break
+	reconcileRuns     prometheus.Counter   // relists finished
+	reconcileDuration prometheus.Histogram // their duration
+	driftFound        prometheus.Gauge     // instances in drift after the last relist
+	recreated         prometheus.Counter   // containers recreated from a stored spec
+	adopted           prometheus.Counter   // labelled containers adopted
+	removed           prometheus.Counter   // containers removed by the reconciler
+	eventReconnects   prometheus.Counter   // Docker event stream resubscriptions after a break
 	UnhealthyRestarts prometheus.Counter   // restarts by on_unhealthy: restart
 	EventsDropped     prometheus.Counter   // SSE subscribers dropped for being slow
 	EventsSubscribers prometheus.Gauge     // SSE subscribers connected
@@ -74,16 +74,18 @@ func New() *Metrics {
 		}, []string{"type"}),
 		heartbeats:        counter("dtma_heartbeat_sends_total", "Heartbeats sent to the backend (successful or not)."),
 		heartbeatFails:    counter("dtma_heartbeat_failures_total", "Heartbeats that failed."),
-		ReconcileRuns:     counter("dtma_reconcile_runs_total", "Full reconciles (relists) finished."),
-		DriftFound:        counter("dtma_reconcile_drift_found_total", "Instances a full reconcile found drifted."),
-		Recreated:         counter("dtma_reconcile_recreated_total", "Containers recreated from a stored spec."),
-		Adopted:           counter("dtma_reconcile_adopted_total", "Labelled containers adopted."),
-		Removed:           counter("dtma_reconcile_removed_total", "Containers removed by the reconciler."),
-		EventReconnects:   counter("dtma_docker_event_stream_reconnects_total", "Docker event stream resubscriptions after a break."),
+		reconcileRuns:     counter("dtma_reconcile_runs_total", "Reconciles (relists of this host's containers) finished."),
+		recreated:         counter("dtma_reconcile_recreated_total", "Containers recreated from a stored spec."),
+		adopted:           counter("dtma_reconcile_adopted_total", "Labelled containers adopted."),
+		removed:           counter("dtma_reconcile_removed_total", "Containers removed by the reconciler."),
+		eventReconnects:   counter("dtma_docker_event_stream_reconnects_total", "Docker event stream resubscriptions after a break."),
 		UnhealthyRestarts: counter("dtma_health_restarts_total", "Containers restarted by on_unhealthy: restart."),
 		EventsDropped:     counter("dtma_events_subscribers_dropped_total", "GET /v1/events subscribers dropped for not keeping up."),
-		ReconcileDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "dtma_reconcile_duration_seconds", Help: "Full reconcile (relist) duration.", Buckets: buckets,
+		reconcileDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "dtma_reconcile_duration_seconds", Help: "Reconcile (relist) duration.", Buckets: buckets,
+		}),
+		driftFound: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "dtma_reconcile_drift_instances", Help: "Instances in drift after the last reconcile.",
 		}),
 		EventsSubscribers: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "dtma_events_subscribers", Help: "GET /v1/events subscribers connected.",
@@ -93,7 +95,7 @@ func New() *Metrics {
 		}),
 	}
 	reg.MustRegister(m.dockerDuration, m.dockerErrors, m.registryDuration, m.registryErrors, m.probes, m.probeDuration,
-		m.ReconcileDuration, m.EventsSubscribers, m.ResyncInterval)
+		m.reconcileDuration, m.driftFound, m.EventsSubscribers, m.ResyncInterval)
 	// Pre-create the series alerting rules use, so they exist at 0.
 	for _, op := range []string{"ping", "list", "inspect", "create", "start", "stop", "restart", "remove", "image", "logs", "events"} {
 		m.dockerDuration.WithLabelValues(op)
@@ -114,3 +116,18 @@ func (m *Metrics) Heartbeat(err error) {
 		m.heartbeatFails.Inc()
 	}
 }
+
+// Relisted, Recreated, Adopted, Removed and Resubscribed make Metrics an
+// agent.Observer: the reconciler's runs, their duration and the drift
+// they found, containers recreated, adopted and removed, and Docker event
+// stream reconnects.
+func (m *Metrics) Relisted(d time.Duration, drift int) {
+	m.reconcileRuns.Inc()
+	m.reconcileDuration.Observe(d.Seconds())
+	m.driftFound.Set(float64(drift))
+}
+
+func (m *Metrics) Recreated()    { m.recreated.Inc() }
+func (m *Metrics) Adopted()      { m.adopted.Inc() }
+func (m *Metrics) Removed()      { m.removed.Inc() }
+func (m *Metrics) Resubscribed() { m.eventReconnects.Inc() }

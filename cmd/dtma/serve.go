@@ -109,6 +109,26 @@ func serve(ctx context.Context, c *config, s *streams) error {
 	}
 	defer rt.Close()
 
+	// Instance events: the agent's view publishes every change to the
+	// hub (GET /v1/events) and wakes the health monitor.
+	hub := &dtmahttp.EventHub{
+		Buffer:        c.EventBuffer,
+		OnDrop:        prom.EventsDropped.Inc,
+		OnSubscribers: func(n int) { prom.EventsSubscribers.Set(float64(n)) },
+	}
+	// Health checks: the prober dials tools' published ports; the monitor
+	// keeps its targets in step with the agent's instances and records
+	// transitions through the agent's view; svc shows the live health on
+	// every read (v1, legacy, heartbeat, /metrics, the dashboard).
+	prober := health.New(health.Config{
+		Concurrency: c.HealthConcurrency,
+		Logger:      log,
+		OnProbe: func(t dtma.CheckType, result string, latency time.Duration) {
+			prom.Probe(string(t), result, latency)
+		},
+	})
+	mon := health.NewMonitor(prober)
+
 	ag, err := agent.New(ctx, agent.Config{
 		Version:           version,
 		ListenPort:        listenPort,
@@ -124,40 +144,19 @@ func serve(ctx context.Context, c *config, s *streams) error {
 		Policy:            c.Policy,
 		Logger:            log,
 		Registries:        &dtma.RegistryPolicy{Allow: c.RegistryAllow, Deny: c.RegistryDeny},
+		Events:            dtma.EventSinks{hub, mon},
+		Observer:          prom,
 	}, mreg, prom.WrapRuntime(rt))
 	if err != nil {
 		return err
 	}
 	metrics := procfs.Source{}
-	hub := &dtmahttp.EventHub{
-		Buffer:        c.EventBuffer,
-		OnDrop:        prom.EventsDropped.Inc,
-		OnSubscribers: func(n int) { prom.EventsSubscribers.Set(float64(n)) },
-	}
-	// Health checks: the prober dials tools' published ports; the monitor
-	// keeps its targets in step with the agent's instances; svc shows the
-	// live health on every read (v1, legacy, heartbeat, /metrics).
-	prober := health.New(health.Config{
-		Concurrency: c.HealthConcurrency,
-		Logger:      log,
-		OnProbe: func(t dtma.CheckType, result string, latency time.Duration) {
-			prom.Probe(string(t), result, latency)
-		},
-	})
-	mon := health.NewMonitor(prober)
 	mon.List = ag.ListInstances // clones: the monitor overlays live health on them
-	mon.Record = func(ctx context.Context, id string, st dtma.HealthStatus) error {
-		_, err := mreg.UpdateHealth(ctx, id, st) // only on a transition
-		return err
-	}
-	mon.Restart = func(ctx context.Context, id string) error {
-		_, err := ag.RestartInstance(ctx, id)
-		return err
-	}
-	mon.Events = hub
+	mon.Record = ag.RecordHealth
+	mon.Restart = ag.RestartUnhealthy
 	mon.OnRestart = prom.UnhealthyRestarts.Inc
 	mon.Logger = log
-	mon.SyncEvery = time.Second
+	mon.SyncEvery = 2 * time.Second // a safety net: the view's events wake it at once
 	svc := &health.Service{InstanceService: ag, Prober: prober}
 	srv := &dtmahttp.Server{
 		Service:      svc,

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"maps"
 	"os"
 	"os/exec"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/agentopia/dtma"
+	"github.com/moby/moby/client"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -97,6 +99,16 @@ func TestMetricsAfterKnownCalls(t *testing.T) {
 	a.Expect(404, "GET", "/v1/instances/nothing%20here", nil)
 	a.Expect(404, "POST", "/tools/nothing-here/start", nil)
 	a.Expect(200, "POST", "/v1/instances/metrics%20one/stop", nil)
+	// A container removed behind the agent's back is recreated by the
+	// reconciler.
+	two := rcDeploy(t, a, rcDeployBody(img, "metrics two", "", nil))
+	if _, err := a.Docker.ContainerRemove(context.Background(), two.ContainerID, client.ContainerRemoveOptions{Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	Eventually(t, 60*time.Second, "metrics two recreated", func() bool {
+		got := rcMustGet(t, a, "metrics two")
+		return got.ContainerID != two.ContainerID && got.DockerStatus == "running"
+	})
 	rcWaitRelists(t, a, 1)
 
 	fams := scrape(t, a)
@@ -106,20 +118,25 @@ func TestMetricsAfterKnownCalls(t *testing.T) {
 		want    float64
 		atLeast bool
 	}{
-		{"dtma_http_requests_total", map[string]string{"method": "POST", "route": "/v1/instances", "code": "201"}, 1, false},
+		{"dtma_http_requests_total", map[string]string{"method": "POST", "route": "/v1/instances", "code": "201"}, 2, false},
 		{"dtma_http_requests_total", map[string]string{"method": "GET", "route": "/v1/instances/{ref}", "code": "404"}, 1, false},
 		{"dtma_http_requests_total", map[string]string{"method": "POST", "route": "/tools/{ref}/start", "code": "404"}, 1, false},
 		{"dtma_http_requests_total", map[string]string{"method": "POST", "route": "/v1/instances/{ref}/stop", "code": "200"}, 1, false},
-		{"dtma_http_request_duration_seconds", map[string]string{"method": "POST", "route": "/v1/instances"}, 1, false},
+		{"dtma_http_request_duration_seconds", map[string]string{"method": "POST", "route": "/v1/instances"}, 2, false},
 		{"dtma_instances", map[string]string{"dtma_status": "stopped", "docker_status": "exited", "health": "none"}, 1, false},
-		{"dtma_instances_by_status", map[string]string{"dtma_status": "running"}, 0, false},
+		{"dtma_instances_by_status", map[string]string{"dtma_status": "running"}, 1, false},
+		{"dtma_reconcile_recreated_total", nil, 1, false},
+		{"dtma_reconcile_runs_total", nil, 2, true},
+		{"dtma_reconcile_duration_seconds", nil, 2, true},
+		{"dtma_reconcile_drift_instances", nil, 0, false},
+		{"dtma_docker_event_stream_reconnects_total", nil, 0, false},
 		{"dtma_instances_by_status", map[string]string{"dtma_status": "stopped"}, 1, false},
 		{"dtma_docker_up", nil, 1, false},
 		{"dtma_registry_up", nil, 1, false},
 		{"dtma_ready", nil, 1, false},
 		{"dtma_resync_interval_seconds", nil, 2, false},
 		{"dtma_registry_operation_duration_seconds", map[string]string{"operation": "create", "backend": "sqlite"}, 1, true},
-		{"dtma_docker_request_duration_seconds", map[string]string{"operation": "create"}, 1, false},
+		{"dtma_docker_request_duration_seconds", map[string]string{"operation": "create"}, 3, false}, // two deploys, one recreate
 		{"dtma_docker_request_duration_seconds", map[string]string{"operation": "stop"}, 1, false},
 		{"dtma_docker_request_duration_seconds", map[string]string{"operation": "list"}, 2, true},
 		{"dtma_heartbeat_sends_total", nil, 0, false},
@@ -142,9 +159,11 @@ func TestMetricsAfterKnownCalls(t *testing.T) {
 	}
 	var used []string
 	seen := map[string]bool{}
-	for _, m := range regexp.MustCompile(`\b(dtma_[a-z_]+)\b\s*(\S)?`).FindAllStringSubmatch(string(rules), -1) {
-		if m[2] == "=" || m[2] == "!" || m[2] == "~" || m[2] == `"` || seen[m[1]] {
-			continue // a label name (dtma_status="...")
+	// A name directly followed by =, =~, != or !~ (not ==) is a label
+	// (dtma_status="crashloop"); any other is a metric.
+	for _, m := range regexp.MustCompile(`\b(dtma_[a-z_]+)\b(==|=~|!=|!~|=)?`).FindAllStringSubmatch(string(rules), -1) {
+		if (m[2] != "" && m[2] != "==") || seen[m[1]] {
+			continue
 		}
 		seen[m[1]] = true
 		used = append(used, m[1])

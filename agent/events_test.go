@@ -32,7 +32,6 @@ func (s *recordSink) words() []string {
 	return out
 }
 
-
 // TestViewPublishesEvents: deploy, a health transition, stop and remove
 // publish created/changed/removed events in order, with the transient
 // statuses; an unchanged observation publishes nothing; health written

@@ -127,4 +127,3 @@ func rssMB() float64 {
 	}
 	return 0
 }
-

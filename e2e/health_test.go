@@ -1,9 +1,13 @@
 package e2e
 
 import (
+	"encoding/json"
+	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -181,4 +185,48 @@ func TestHealthLegacyDefaultAndNoProbeAfterRemove(t *testing.T) {
 	if got := probes(); got != n {
 		t.Errorf("probes after removal: %v -> %v", n, got)
 	}
+}
+
+// TestHealthHeartbeatWord: the heartbeat reports a running tool whose
+// check fails as error_runtime, and running again once it recovers.
+func TestHealthHeartbeatWord(t *testing.T) {
+	t.Parallel()
+	img := MCPImage(t)
+	var mu sync.Mutex
+	var words []string
+	const acct = "5f0c2a71-3b1d-4e2a-9c4d-7e8f9a0b1c2d"
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var hb struct {
+			Tools []map[string]any `json:"tool_statuses"`
+		}
+		_ = json.NewDecoder(r.Body).Decode(&hb)
+		for _, ts := range hb.Tools {
+			if ts["account_tool_instance_id"] == acct {
+				mu.Lock()
+				words = append(words, fmt.Sprint(ts["status_on_toolbox"]))
+				mu.Unlock()
+			}
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer backend.Close()
+	a := StartAgent(t, AgentOptions{Env: []string{"AGENTOPIA_API_BASE_URL=" + backend.URL, "DTMA_HEARTBEAT_INTERVAL=1s"}})
+	r := a.Expect(201, "POST", "/v1/instances", map[string]any{"name": "hb mcp", "account_tool_instance_id": acct, "image": img,
+		"ports": []dtma.Port{{ContainerPort: 8080}}, "health": map[string]any{"type": "mcp", "interval": 1, "timeout": 0.5, "retries": 2}})
+	var inst dtmahttp.Instance
+	r.Decode(t, &inst)
+	waitHealth(t, a, "hb mcp", "healthy", 30*time.Second)
+	last := func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(words) == 0 {
+			return ""
+		}
+		return words[len(words)-1]
+	}
+	Eventually(t, 30*time.Second, "a heartbeat saying running", func() bool { return last() == "running" })
+	mcpControl(t, inst.Ports[0].HostPort, "hang")
+	Eventually(t, 30*time.Second, "a heartbeat saying error_runtime", func() bool { return last() == "error_runtime" })
+	mcpControl(t, inst.Ports[0].HostPort, "ok")
+	Eventually(t, 30*time.Second, "a heartbeat saying running again", func() bool { return last() == "running" })
 }

@@ -18,8 +18,8 @@ const (
 
 // MCP transports a CheckMCP speaks.
 const (
-	MCPStreamable = "streamable" // Streamable HTTP (2025-03-26 and later); the default
-	MCPSSE        = "sse"        // the older HTTP+SSE transport (2024-11-05)
+	CheckMCPStreamable = "streamable" // Streamable HTTP (2025-03-26 and later); the default
+	CheckMCPSSE        = "sse"        // the older HTTP+SSE transport (2024-11-05)
 )
 
 // OnUnhealthyRestart is the HealthCheck.OnUnhealthy policy that restarts
@@ -88,11 +88,11 @@ func (h HealthCheck) WithDefaults() HealthCheck {
 	switch h.Type {
 	case CheckMCP:
 		if h.Transport == "" {
-			h.Transport = MCPStreamable
+			h.Transport = CheckMCPStreamable
 		}
 		if h.Path == "" {
 			h.Path = DefaultMCPPath
-			if h.Transport == MCPSSE {
+			if h.Transport == CheckMCPSSE {
 				h.Path = "/sse"
 			}
 		}
@@ -165,7 +165,7 @@ func ValidateHealthCheck(h HealthCheck, ports []Port) error {
 	case h.Transport == "":
 	case h.Type != CheckMCP:
 		return FieldErrorf(EINVALID, "health.transport", "only an mcp check has a transport")
-	case h.Transport != MCPStreamable && h.Transport != MCPSSE:
+	case h.Transport != CheckMCPStreamable && h.Transport != CheckMCPSSE:
 		return FieldErrorf(EINVALID, "health.transport", "must be streamable or sse")
 	}
 	if h.Interval != 0 && (h.Interval < MinCheckInterval || h.Interval > MaxCheckInterval) {

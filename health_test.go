@@ -26,7 +26,7 @@ func TestHealthCheckLeavesOldHashesAlone(t *testing.T) {
 func TestValidateHealthCheck(t *testing.T) {
 	ports := []Port{{ContainerPort: 8080, Protocol: "tcp"}, {ContainerPort: 53, Protocol: "udp"}}
 	ok := []HealthCheck{{}, {Type: CheckNone}, {Type: CheckTCP}, {Type: CheckHTTP, Path: "/healthz", ExpectStatus: 204},
-		{Type: CheckMCP, Transport: MCPSSE, Interval: 5 * time.Second, Timeout: time.Second, Retries: 2, StartPeriod: time.Minute, OnUnhealthy: "restart"}}
+		{Type: CheckMCP, Transport: CheckMCPSSE, Interval: 5 * time.Second, Timeout: time.Second, Retries: 2, StartPeriod: time.Minute, OnUnhealthy: "restart"}}
 	for _, h := range ok {
 		if err := ValidateHealthCheck(h, ports); err != nil {
 			t.Errorf("%+v: %v", h, err)

@@ -24,6 +24,7 @@ const (
 	LabelEnvNames   = "dtma.env-names"                // comma-separated env names (never values)
 	LabelPorts      = "dtma.ports"                    // JSON of the requested Spec.Ports
 	LabelLimits     = "dtma.limits"                   // JSON of Spec.Limits, only when set
+	LabelMCP        = "dtma.mcp"                      // JSON of Spec.MCP (token hash, bridge port), only when set
 )
 
 // IsReservedLabel reports whether k is one of DTMA's own label keys: they
@@ -57,6 +58,10 @@ type ContainerConfig struct {
 	// none); CapAdd the capabilities it keeps after all are dropped.
 	Limits Limits
 	CapAdd []string
+	// Stdio creates it with stdin open (not closed after the first
+	// attach) and no TTY, so its stdio can be attached to at any time
+	// (an MCP stdio server, bridged by the agent).
+	Stdio bool
 }
 
 // Container is what the runtime reports about one container.
@@ -159,6 +164,13 @@ type Runtime interface {
 	// ContainerLogs returns the container's stdout and stderr as plain text
 	// (Docker's stream framing removed), one line per log line.
 	ContainerLogs(ctx context.Context, id string, opts LogOptions) (io.ReadCloser, error)
+
+	// Attach attaches to a running stdio container's stdin and stdout
+	// (Stdio in its config): reads give its stdout, writes go to its
+	// stdin, stderr is copied to stderr (nil: discarded). Close detaches;
+	// the container keeps running with stdin open. ECONFLICT when it is
+	// not running or not a stdio container, ENOTFOUND when absent.
+	Attach(ctx context.Context, id string, stderr io.Writer) (io.ReadWriteCloser, error)
 
 	// Events streams container events for containers labelled
 	// dtma.host=HostID() until ctx ends. The error channel receives one value

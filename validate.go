@@ -39,6 +39,7 @@ func (r *DeployRequest) Normalize() {
 	if len(r.Spec.Env) == 0 {
 		r.Spec.Env = nil
 	}
+	r.Spec.MCP.normalize()
 }
 
 // Validate checks a normalized request. It returns an EINVALID *Error whose
@@ -78,6 +79,9 @@ func (r *DeployRequest) Validate() error {
 		return FieldErrorf(EINVALID, "env", "at most %d bytes in all", MaxEnvBytes)
 	}
 	if err := ValidateLimits(r.Spec.Limits); err != nil {
+		return err
+	}
+	if err := validateMCP(r.Spec); err != nil {
 		return err
 	}
 	if len(r.Spec.Ports) > MaxPorts {

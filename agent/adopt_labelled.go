@@ -105,6 +105,12 @@ func instanceFromContainer(c *dtma.Container, id, name string) *dtma.Instance {
 			spec.Limits = l
 		}
 	}
+	if raw, ok := c.Labels[dtma.LabelMCP]; ok {
+		var m dtma.MCP
+		if json.Unmarshal([]byte(raw), &m) == nil {
+			spec.MCP = m
+		}
+	}
 	// The hash is recomputed from the rebuilt spec rather than copied
 	// from the label: an older agent's label hashed env values.
 	hash := spec.Hash()

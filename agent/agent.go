@@ -65,6 +65,13 @@ type Config struct {
 	// registry hosts).
 	Registries *dtma.RegistryPolicy
 
+	// Bridges runs the stdio instances' MCP bridges (mcpbridge.Host); nil
+	// serves no bridge (stdio containers are still created for stdio).
+	Bridges dtma.MCPBridges
+	// StdioImages: a deploy that declares no mcp transport (every legacy
+	// deploy) of a matching image is a stdio instance (DTMA_STDIO_IMAGES).
+	StdioImages dtma.StdioImages
+
 	// Now is the clock crash-loop windows and recreate backoff are
 	// measured with; nil uses time.Now. Tests inject a fake clock.
 	Now func() time.Time
@@ -139,7 +146,8 @@ type Agent struct {
 
 	relists atomic.Uint64 // relists begun; every fullInspectEvery-th inspects everything
 
-	obs Observer // metrics hooks, never nil
+	obs        Observer      // metrics hooks, never nil
+	bridgeKick chan struct{} // a row changed: the bridges follow (runBridges)
 }
 
 // New loads the registry's rows into the agent's view and returns the
@@ -166,6 +174,8 @@ func New(ctx context.Context, cfg Config, reg dtma.Registry, rt dtma.Runtime) (*
 		restarts: newCrashLoop(cfg.Now, cfg.CrashLoopRestarts, cfg.CrashLoopWindow),
 		recreate: newRecreateBackoff(cfg.Now, cfg.RecreateBackoffMin, cfg.RecreateBackoffMax),
 		kick:     make(chan struct{}, 1),
+
+		bridgeKick: make(chan struct{}, 1),
 	}
 	a.health = &health{log: a.log, dockerBack: a.requestRelist}
 	a.rt = healthRuntime{rt: rt, health: a.health}
@@ -175,6 +185,7 @@ func New(ctx context.Context, cfg Config, reg dtma.Registry, rt dtma.Runtime) (*
 	if a.obs == nil {
 		a.obs = nopObserver{}
 	}
+	a.view.changed = a.kickBridges
 	rows, err := reg.FindInstances(ctx, dtma.InstanceFilter{})
 	if err != nil {
 		return nil, fmt.Errorf("load registry: %w", err)

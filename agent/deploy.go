@@ -19,6 +19,10 @@ import (
 // deploy leaves nothing behind; a crash at any point leaves a row the
 // reconciler finishes (see docs/ARCHITECTURE.md).
 func (a *Agent) Deploy(ctx context.Context, req dtma.DeployRequest) (*dtma.Instance, bool, error) {
+	if req.Spec.MCP.Transport == "" && a.cfg.StdioImages.Match(strings.TrimSpace(req.Spec.Image)) {
+		// The operator's default for the image; an explicit "none" wins.
+		req.Spec.MCP.Transport = dtma.MCPStdio
+	}
 	req.Normalize()
 	if err := req.Validate(); err != nil {
 		return nil, false, err
@@ -59,6 +63,12 @@ func (a *Agent) Deploy(ctx context.Context, req dtma.DeployRequest) (*dtma.Insta
 	if err != nil {
 		a.createMu.Unlock()
 		return nil, false, err
+	}
+	if req.Spec.MCP.IsStdio() {
+		if req.Spec.MCP.BridgePort, err = a.allocBridgePort(view, ports); err != nil {
+			a.createMu.Unlock()
+			return nil, false, err
+		}
 	}
 	inst := &dtma.Instance{
 		ID:                    dtma.NewUUID(),
@@ -167,6 +177,14 @@ func (a *Agent) labelsFor(inst *dtma.Instance) map[string]string {
 		b, _ := json.Marshal(inst.Spec.Limits)
 		l[dtma.LabelLimits] = string(b)
 	}
+	if inst.Spec.MCP != (dtma.MCP{}) {
+		// With the token's SHA-256 and the bridge port, so that a row
+		// rebuilt from labels keeps its bridge and its protection. The
+		// hash tells a label reader nothing useful: whoever can read
+		// labels can attach to the container's stdio directly.
+		b, _ := json.Marshal(inst.Spec.MCP)
+		l[dtma.LabelMCP] = string(b)
+	}
 	return l
 }
 
@@ -241,6 +259,7 @@ func (a *Agent) createContainer(ctx context.Context, inst *dtma.Instance) (strin
 			Labels: a.labelsFor(inst),
 			Limits: limits,
 			CapAdd: caps,
+			Stdio:  inst.Spec.MCP.IsStdio(),
 		}
 		id, err := a.rt.CreateContainer(ctx, cfg)
 		if err == nil {

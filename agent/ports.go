@@ -43,6 +43,9 @@ func portHolder(view []*dtma.Instance, exceptID string, hostPort int, proto stri
 				return inst
 			}
 		}
+		if inst.Spec.MCP.BridgePort == hostPort && proto == "tcp" {
+			return inst // its stdio bridge's port
+		}
 	}
 	return nil
 }

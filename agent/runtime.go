@@ -90,3 +90,9 @@ func (r healthRuntime) ContainerLogs(ctx context.Context, id string, opts dtma.L
 func (r healthRuntime) Events(ctx context.Context) (<-chan dtma.ContainerEvent, <-chan error) {
 	return r.rt.Events(ctx)
 }
+
+// Attach implements dtma.Runtime.
+func (r healthRuntime) Attach(ctx context.Context, id string, stderr io.Writer) (io.ReadWriteCloser, error) {
+	rw, err := r.rt.Attach(ctx, id, stderr)
+	return rw, r.note(err)
+}

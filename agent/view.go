@@ -31,6 +31,16 @@ type view struct {
 	// down); deleted holds ids whose row must still be deleted.
 	dirty   map[string]bool
 	deleted map[string]bool
+
+	// changed, when set, is called after every change of a row (it must
+	// not block): the stdio bridges follow the rows.
+	changed func()
+}
+
+func (v *view) notify() {
+	if v.changed != nil {
+		v.changed()
+	}
 }
 
 func newView(reg dtma.Registry, h *health, log *slog.Logger) *view {
@@ -211,6 +221,7 @@ func (v *view) create(ctx context.Context, inst *dtma.Instance) error {
 		return err
 	}
 	v.remember(inst)
+	v.notify()
 	return nil
 }
 
@@ -227,6 +238,7 @@ func (v *view) writeIntent(ctx context.Context, inst *dtma.Instance) error {
 	v.put(inst)
 	delete(v.dirty, inst.ID)
 	v.mu.Unlock()
+	v.notify()
 	return nil
 }
 
@@ -247,6 +259,7 @@ func (v *view) writeOutcome(ctx context.Context, inst *dtma.Instance) {
 	if err != nil {
 		v.log.Error("record outcome; will retry", "instance", inst.Name, "err", err)
 	}
+	v.notify()
 }
 
 // writeObserved records inst whose observed fields (inst.Observed) changed
@@ -264,6 +277,7 @@ func (v *view) writeObserved(ctx context.Context, inst *dtma.Instance) {
 		v.dirty[inst.ID] = true
 	}
 	v.mu.Unlock()
+	v.notify()
 }
 
 // drop deletes the row and the view entry; when the registry cannot be
@@ -284,6 +298,7 @@ func (v *view) drop(ctx context.Context, inst *dtma.Instance) {
 	if err != nil {
 		v.log.Error("delete record; will retry", "instance", inst.Name, "err", err)
 	}
+	v.notify()
 }
 
 // pending returns the ids of dirty rows and of deletions still owed to the

@@ -22,6 +22,9 @@ import (
 // restarts, so events only make the agent faster; the relist is the source
 // of truth. Run returns when ctx ends.
 func (a *Agent) Run(ctx context.Context) error {
+	bridgesDone := make(chan struct{})
+	go func() { defer close(bridgesDone); a.runBridges(ctx) }()
+	defer func() { <-bridgesDone }()
 	wait := time.Second
 	for ctx.Err() == nil {
 		sctx, cancel := context.WithCancel(ctx)

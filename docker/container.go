@@ -36,7 +36,8 @@ const (
 // unless-stopped, no-new-privileges, not privileged, json-file logs capped at
 // 3 x 10 MB and private pid/ipc namespaces; every capability dropped but
 // cfg.CapAdd; cfg.Limits as memory (swap not added on top), PIDs and CPU
-// limits (a zero field: none). In isolated mode (the default) it joins its
+// limits (a zero field: none); cfg.Stdio: stdin open and kept open across
+// attaches, no TTY (see Attach). In isolated mode (the default) it joins its
 // host's DTMA network with room (see pickNetwork; the host is the
 // dtma.host label), else Docker's default bridge.
 // ECONFLICT when the name is taken, ENOTFOUND when the image is absent,
@@ -132,6 +133,14 @@ func (r *Runtime) CreateContainer(ctx context.Context, cfg dtma.ContainerConfig)
 			Env:          env,
 			Labels:       labels,
 			ExposedPorts: exposed,
+			// A stdio server: stdin stays open across attaches, no TTY
+			// (a TTY would mix stderr into stdout and mangle bytes).
+			OpenStdin:    cfg.Stdio,
+			StdinOnce:    false,
+			Tty:          false,
+			AttachStdin:  cfg.Stdio,
+			AttachStdout: cfg.Stdio,
+			AttachStderr: cfg.Stdio,
 		},
 		HostConfig:       hc,
 		NetworkingConfig: netCfg,

@@ -80,7 +80,7 @@ func TestProberAgainstMCPFixture(t *testing.T) {
 	check := dtma.HealthCheck{Type: dtma.CheckMCP, Interval: time.Second, Timeout: 500 * time.Millisecond, Retries: 2}
 	p.Set(health.Target{ID: "streamable", Check: check, Addr: addr, StartedAt: time.Now()})
 	sse := check
-	sse.Transport = dtma.MCPSSE
+	sse.Transport = dtma.CheckMCPSSE
 	p.Set(health.Target{ID: "sse", Check: sse, Addr: addr, StartedAt: time.Now()})
 
 	wait := func(want dtma.HealthState) dtma.HealthStatus {

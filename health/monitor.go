@@ -314,3 +314,12 @@ func (s *Service) RestartInstance(ctx context.Context, ref string) (*dtma.Instan
 	inst, err := s.InstanceService.RestartInstance(ctx, ref)
 	return s.overlay(inst), err
 }
+
+// BridgeStatus passes the stdio bridges' status through (dtma.MCPBridgeReporter),
+// which the decorator would otherwise hide; false when the service has none.
+func (s *Service) BridgeStatus(instanceID string) (dtma.MCPBridgeStatus, bool) {
+	if r, ok := s.InstanceService.(dtma.MCPBridgeReporter); ok {
+		return r.BridgeStatus(instanceID)
+	}
+	return dtma.MCPBridgeStatus{}, false
+}

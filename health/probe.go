@@ -108,7 +108,7 @@ func probeHTTP(ctx context.Context, c dtma.HealthCheck, addr string) error {
 func probeMCP(ctx context.Context, c dtma.HealthCheck, addr string) (string, error) {
 	endpoint := "http://" + addr + c.Path
 	var t mcp.Transport
-	if c.Transport == dtma.MCPSSE {
+	if c.Transport == dtma.CheckMCPSSE {
 		t = &mcp.SSEClientTransport{Endpoint: endpoint, HTTPClient: client()}
 	} else {
 		t = &mcp.StreamableClientTransport{Endpoint: endpoint, HTTPClient: client(), MaxRetries: -1, DisableStandaloneSSE: true}

@@ -46,7 +46,7 @@ func TestProbeMCP(t *testing.T) {
 	if r := probe(dtma.HealthCheck{Type: dtma.CheckMCP}, addr); r.Err != nil || r.Detail != "tools=1" {
 		t.Fatalf("streamable: %+v", r)
 	}
-	if r := probe(dtma.HealthCheck{Type: dtma.CheckMCP, Transport: dtma.MCPSSE}, addr); r.Err != nil || r.Detail != "tools=1" {
+	if r := probe(dtma.HealthCheck{Type: dtma.CheckMCP, Transport: dtma.CheckMCPSSE}, addr); r.Err != nil || r.Detail != "tools=1" {
 		t.Fatalf("sse: %+v", r)
 	}
 	if r := probe(dtma.HealthCheck{Type: dtma.CheckMCP, Path: "/broken"}, addr); r.Err == nil || !strings.Contains(r.Err.Error(), "mcp initialize") {

@@ -291,8 +291,8 @@ func NewToolStatus(inst *dtma.Instance) ToolStatus {
 	if !inst.StartedAt.IsZero() {
 		started = inst.StartedAt.UTC().Format(time.RFC3339Nano)
 	}
-	ports := make([]Port, 0, len(inst.Ports))
-	for _, p := range inst.Ports {
+	ports := make([]Port, 0, len(inst.Ports)+1)
+	for _, p := range inst.PublishedPorts() { // a stdio bridge's port too
 		ip := p.HostIP
 		if ip == "" {
 			ip = "0.0.0.0"

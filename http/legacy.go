@@ -80,8 +80,8 @@ type legacyTool struct {
 }
 
 func toLegacyTool(inst *dtma.Instance) legacyTool {
-	ports := make([]legacyPort, 0, len(inst.Ports))
-	for _, p := range inst.Ports {
+	ports := make([]legacyPort, 0, len(inst.Ports)+1)
+	for _, p := range inst.PublishedPorts() { // a stdio bridge's port too
 		ip := p.HostIP
 		if ip == "" {
 			ip = "0.0.0.0"

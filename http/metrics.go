@@ -118,7 +118,7 @@ var allStatuses = []dtma.Status{dtma.StatusDeploying, dtma.StatusStarting, dtma.
 	dtma.StatusRemoving, dtma.StatusRunning, dtma.StatusStopped, dtma.StatusMissing, dtma.StatusCrashLoop, dtma.StatusError}
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descBuild, descDockerUp, descRegUp, descLastObs, descInstances, descByStatus, descDrift, descReady} {
+	for _, d := range append([]*prometheus.Desc{descBuild, descDockerUp, descRegUp, descLastObs, descInstances, descByStatus, descDrift, descReady}, bridgeDescs...) {
 		ch <- d
 	}
 }
@@ -179,4 +179,5 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descInstances, prometheus.GaugeValue, float64(n), k.status, k.docker, k.health)
 	}
 	ch <- prometheus.MustNewConstMetric(descDrift, prometheus.GaugeValue, float64(drift))
+	s.collectBridges(ch, list)
 }

@@ -49,6 +49,11 @@ func (s *Server) handleV1Deploy(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	mcp, err := body.MCP.spec()
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	var pull dtma.PullOptions
 	if a := body.RegistryAuth; a != nil {
 		pull.Auth = &dtma.RegistryAuth{Username: a.Username, Password: a.Password, IdentityToken: a.IdentityToken}
@@ -68,7 +73,7 @@ func (s *Server) handleV1Deploy(w http.ResponseWriter, r *http.Request) {
 	inst, created, err := s.Service.Deploy(ctx, dtma.DeployRequest{
 		Name:                  body.Name,
 		AccountToolInstanceID: body.AccountToolInstanceID,
-		Spec:                  dtma.Spec{Image: body.Image, Env: body.Env, Ports: body.Ports, Limits: limits, Health: check},
+		Spec:                  dtma.Spec{Image: body.Image, Env: body.Env, Ports: body.Ports, Limits: limits, MCP: mcp, Health: check},
 		PullPolicy:            dtma.PullPolicy(body.PullPolicy),
 	})
 	if stream != nil && stream.started {

@@ -31,6 +31,7 @@ type Instance struct {
 	Ports                 []dtma.Port     `json:"ports"`
 	RequestedPorts        []dtma.Port     `json:"requested_ports"`
 	Limits                *Limits         `json:"limits"`
+	MCP                   *MCP            `json:"mcp"`
 	Health                *InstanceHealth `json:"health"`
 	StartedAt             *time.Time      `json:"started_at"`
 	FinishedAt            *time.Time      `json:"finished_at"`
@@ -83,6 +84,7 @@ func NewInstance(inst *dtma.Instance) Instance {
 		Ports:                 ports,
 		RequestedPorts:        req,
 		Limits:                toLimits(inst.Spec.Limits),
+		MCP:                   toMCP(inst.Spec.MCP),
 		Health:                toHealth(inst),
 		StartedAt:             timePtr(inst.StartedAt),
 		FinishedAt:            timePtr(inst.FinishedAt),
@@ -117,6 +119,7 @@ type DeployRequest struct {
 	Ports                 []dtma.Port         `json:"ports,omitempty"`
 	PullPolicy            string              `json:"pull_policy,omitempty"`
 	Limits                *LimitsRequest      `json:"limits,omitempty"`
+	MCP                   *MCPRequest         `json:"mcp,omitempty"`
 	Health                *HealthCheckRequest `json:"health,omitempty"`
 	// RegistryAuth is the credential for pulling Image from a private
 	// registry: used for this request's pull only, never stored, logged
@@ -252,4 +255,54 @@ func (b *DeployRequest) limits() (dtma.Limits, error) {
 		l.MilliCPUs = n
 	}
 	return l, nil
+}
+
+// MCPRequest is a deploy's `mcp` object: the server's MCP transport. Token
+// (stdio only, at least dtma.MinMCPTokenLen bytes) is write-only: only its
+// SHA-256 is stored, and a bridge client must then send it as a bearer token.
+type MCPRequest struct {
+	Transport string `json:"transport"`
+	Path      string `json:"path,omitempty"`
+	Port      int    `json:"port,omitempty"`
+	Token     string `json:"token,omitempty"`
+}
+
+// spec returns the request as a dtma.MCP, the token hashed. A token too
+// short is EINVALID on mcp.token (never quoted).
+func (m *MCPRequest) spec() (dtma.MCP, error) {
+	if m == nil {
+		return dtma.MCP{}, nil
+	}
+	out := dtma.MCP{Transport: dtma.MCPTransport(m.Transport), Path: m.Path, Port: m.Port}
+	if m.Token != "" {
+		if len(m.Token) < dtma.MinMCPTokenLen {
+			return dtma.MCP{}, dtma.FieldErrorf(dtma.EINVALID, "mcp.token", "must be at least %d bytes", dtma.MinMCPTokenLen)
+		}
+		out.TokenHash = dtma.HashMCPToken(m.Token)
+	}
+	return out, nil
+}
+
+// MCP is an instance's MCP transport as v1 shows it (null when none was
+// declared). TokenSet says whether its bridge requires a token; the token
+// and its hash are never shown.
+type MCP struct {
+	Transport string `json:"transport"`
+	Path      string `json:"path,omitempty"`
+	Port      int    `json:"port,omitempty"`
+	TokenSet  bool   `json:"token_set"`
+	// BridgePort is the host port a stdio instance's bridge serves MCP
+	// Streamable HTTP on, at Path (/mcp), on the agent's default host IP.
+	BridgePort int `json:"bridge_port,omitempty"`
+}
+
+func toMCP(m dtma.MCP) *MCP {
+	if m == (dtma.MCP{}) {
+		return nil
+	}
+	out := &MCP{Transport: string(m.Transport), Path: m.Path, Port: m.Port, TokenSet: m.TokenHash != "", BridgePort: m.BridgePort}
+	if m.IsStdio() {
+		out.Path = dtma.MCPBridgePath
+	}
+	return out
 }

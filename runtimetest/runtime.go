@@ -75,6 +75,7 @@ type Runtime struct {
 	down       bool
 	calls      []Call
 	subs       []*subscriber
+	attach     func(c *dtma.Container) (io.ReadWriteCloser, error) // SetAttach
 }
 
 type subscriber struct {

@@ -45,9 +45,11 @@ type config struct {
 	HeartbeatRTD    bool
 	LogLevel        slog.Level
 	LogFormat       string
-	RegistryAllow   []string // registry host patterns allowed despite being internal
-	RegistryDeny    []string // registry host patterns always refused
-	Adopt           string   // who may call POST /v1/adopt: loopback, off or any
+	RegistryAllow   []string         // registry host patterns allowed despite being internal
+	RegistryDeny    []string         // registry host patterns always refused
+	Adopt           string           // who may call POST /v1/adopt: loopback, off or any
+	StdioImages     dtma.StdioImages // image patterns deployed as stdio MCP servers by default
+	MCPOrigins      []string         // Origin values the stdio bridges accept besides localhost
 
 	// The HTTP listener's hardening (serve only).
 	TLSCertFile, TLSKeyFile string        // both or neither
@@ -117,6 +119,8 @@ var serveSettings = []setting{
 	{"heartbeat-url", "", "backend base URL for the heartbeat (POST <url>/heartbeat); empty disables it", []string{"AGENTOPIA_API_BASE_URL"}, kindString},
 	{"heartbeat-interval", "60s", "heartbeat period", []string{"DTMA_HEARTBEAT_INTERVAL"}, kindDuration},
 	{"heartbeat-runtime-details", "false", "send runtime_details in heartbeats (only for a backend that still has that column; true or false)", []string{"DTMA_HEARTBEAT_RUNTIME_DETAILS"}, kindBool},
+	{"stdio-images", "", "image patterns (* = any run of characters) deployed as stdio MCP servers, bridged to Streamable HTTP, when the deploy declares no mcp transport (every legacy deploy), comma-separated", []string{"DTMA_STDIO_IMAGES"}, kindString},
+	{"mcp-allowed-origins", "", "Origin header values the stdio bridges accept besides none and localhost, comma-separated", []string{"DTMA_MCP_ALLOWED_ORIGINS"}, kindString},
 	{"registry-allow", "", "image registry hosts allowed although loopback/private: host, host:port, *.domain or CIDR, comma-separated", []string{"DTMA_REGISTRY_ALLOW"}, kindString},
 	{"registry-deny", "", "image registry hosts always refused (same patterns; wins over allow)", []string{"DTMA_REGISTRY_DENY"}, kindString},
 	{"adopt", "loopback", "who may call POST /v1/adopt (dtma migrate): loopback, off or any", []string{"DTMA_ADOPT"}, kindString},
@@ -311,6 +315,8 @@ func loadConfig(cmd *cobra.Command, s *streams) (*config, error) {
 			bad("container-labels", err.Error())
 		}
 		c.ContainerLabels = labels
+		c.StdioImages = dtma.StdioImages(splitList(value(cmd, s, "stdio-images")))
+		c.MCPOrigins = splitList(value(cmd, s, "mcp-allowed-origins"))
 		if c.RegistryAllow, err = dtma.ParseRegistryPatterns(value(cmd, s, "registry-allow")); err != nil {
 			bad("registry-allow", err.Error())
 		}
@@ -473,4 +479,16 @@ func newLogger(c *config, s *streams) *slog.Logger {
 		return slog.New(slog.NewTextHandler(s.err, opts))
 	}
 	return slog.New(slog.NewJSONHandler(s.err, opts))
+}
+
+// splitList splits a comma-separated setting, trimming spaces and dropping
+// empty items.
+func splitList(v string) []string {
+	var out []string
+	for _, item := range strings.Split(v, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/agentopia/dtma/health"
 	"github.com/agentopia/dtma/heartbeat"
 	dtmahttp "github.com/agentopia/dtma/http"
+	"github.com/agentopia/dtma/mcpbridge"
 	"github.com/agentopia/dtma/metrics"
 	"github.com/agentopia/dtma/procfs"
 	"github.com/spf13/cobra"
@@ -109,6 +110,9 @@ func serve(ctx context.Context, c *config, s *streams) error {
 	}
 	defer rt.Close()
 
+	// The stdio instances' bridges live as long as the agent serves.
+	bridges := mcpbridge.NewHost(ctx, rt, mcpbridge.Config{Logger: log, AllowedOrigins: c.MCPOrigins})
+	defer bridges.Close()
 	// Instance events: the agent's view publishes every change to the
 	// hub (GET /v1/events) and wakes the health monitor.
 	hub := &dtmahttp.EventHub{
@@ -144,6 +148,8 @@ func serve(ctx context.Context, c *config, s *streams) error {
 		Policy:            c.Policy,
 		Logger:            log,
 		Registries:        &dtma.RegistryPolicy{Allow: c.RegistryAllow, Deny: c.RegistryDeny},
+		Bridges:           bridges,
+		StdioImages:       c.StdioImages,
 		Events:            dtma.EventSinks{hub, mon},
 		Observer:          prom,
 	}, mreg, prom.WrapRuntime(rt))

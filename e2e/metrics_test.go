@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/agentopia/dtma"
+	"github.com/agentopia/dtma/internal/pgtest"
 	"github.com/moby/moby/client"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -220,4 +221,36 @@ func TestReadyFollowsReconcileAndDocker(t *testing.T) {
 	}
 	p.Restore()
 	Eventually(t, 60*time.Second, "/ready 200 after Docker returns", func() bool { c, _ := ready(); return c == 200 })
+}
+
+// TestReadyRegistryOutage: /ready is 503 naming the registry while
+// PostgreSQL is stopped (registry metrics count the failures), 200 once
+// it is back.
+func TestReadyRegistryOutage(t *testing.T) {
+	t.Parallel()
+	srv := pgtest.Start(t) // its own server: this test stops it
+	dsn := srv.CreateDatabase(t, t.Name())
+	a := StartAgent(t, AgentOptions{RegistryURL: dsn, Env: []string{
+		"DTMA_REGISTRY_CONNECT_TIMEOUT=2s", "DTMA_REGISTRY_STATEMENT_TIMEOUT=2s",
+	}})
+	ready := func() (int, string) {
+		r := a.DoAuth("GET", "/ready", nil, "")
+		m := r.JSON(t)
+		reason, _ := m["reason"].(string)
+		return r.Status, reason
+	}
+	Eventually(t, 60*time.Second, "/ready 200", func() bool { c, _ := ready(); return c == 200 })
+	srv.Stop(t)
+	if code, reason := ready(); code != 503 || !strings.HasPrefix(reason, "registry unavailable") {
+		t.Fatalf("/ready with PostgreSQL stopped: %d %q", code, reason)
+	}
+	fams := scrape(t, a)
+	if v, ok := sample(fams, "dtma_registry_operation_errors_total", map[string]string{"operation": "ping", "backend": "postgres", "code": "unavailable"}); !ok || v < 1 {
+		t.Errorf("registry ping errors during the outage: %v (present %v)", v, ok)
+	}
+	if v, _ := sample(fams, "dtma_registry_up", nil); v != 0 {
+		t.Errorf("dtma_registry_up = %v during the outage", v)
+	}
+	srv.Restart(t)
+	Eventually(t, 60*time.Second, "/ready 200 after PostgreSQL returns", func() bool { c, _ := ready(); return c == 200 })
 }

@@ -230,3 +230,24 @@ func TestHealthHeartbeatWord(t *testing.T) {
 	mcpControl(t, inst.Ports[0].HostPort, "ok")
 	Eventually(t, 30*time.Second, "a heartbeat saying running again", func() bool { return last() == "running" })
 }
+
+// TestHealthSurvivesAgentRestart: the verdict recorded for a container run
+// is where probing resumes after an agent restart — the state and its time
+// of change stay as they were (no starting/healthy churn written for every
+// instance), and probing goes on.
+func TestHealthSurvivesAgentRestart(t *testing.T) {
+	t.Parallel()
+	img := EchoImage(t)
+	a := StartAgent(t, AgentOptions{})
+	rcDeploy(t, a, rcDeployBody(img, "steady", "", nil, dtma.Port{ContainerPort: 8080}))
+	before := waitHealth(t, a, "steady", "healthy", 30*time.Second)
+	a.Restart()
+	var after *dtmahttp.InstanceHealth
+	Eventually(t, 30*time.Second, "a probe after the restart", func() bool {
+		after = healthOf(t, a, "steady")
+		return after != nil && after.CheckedAt != nil
+	})
+	if after.State != "healthy" || after.ChangedAt == nil || !after.ChangedAt.Equal(*before.ChangedAt) {
+		t.Errorf("health after an agent restart: %+v (changed_at %v), before %+v (changed_at %v)", after, after.ChangedAt, before, before.ChangedAt)
+	}
+}

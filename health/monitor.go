@@ -125,6 +125,12 @@ func (m *Monitor) Sync(ctx context.Context) {
 	for _, inst := range list {
 		seen[inst.ID] = true
 		if t, ok := TargetOf(inst); ok {
+			// A verdict recorded for this container run (after it started)
+			// is where probing resumes after an agent restart: no churn
+			// of starting/healthy writes for every instance.
+			if h := inst.Health; h.State != dtma.HealthUnknown && !inst.StartedAt.IsZero() && !h.ChangedAt.Before(inst.StartedAt) {
+				t.Initial = h
+			}
 			m.Prober.Set(t)
 		} else {
 			m.Prober.Remove(inst.ID)

@@ -23,6 +23,10 @@ type Target struct {
 	// StartedAt is when the container last started; the start period
 	// counts from it, and a new value starts the state over at starting.
 	StartedAt time.Time
+	// Initial, when its State is set, is the state to start from instead
+	// of starting (a verdict recorded for this container run before the
+	// agent restarted); it is not reported as a change.
+	Initial dtma.HealthStatus
 }
 
 // Config configures a Prober. Zero fields take the defaults.
@@ -101,7 +105,7 @@ func (p *Prober) Set(t Target) {
 	t.Check = t.Check.WithDefaults()
 	p.mu.Lock()
 	old := p.targets[t.ID]
-	if old != nil && old.t == t {
+	if old != nil && sameTarget(old.t, t) {
 		p.mu.Unlock()
 		return
 	}
@@ -111,7 +115,14 @@ func (p *Prober) Set(t Target) {
 	}
 	ctx, cancel := context.WithCancel(p.ctx)
 	tg := &target{t: t, cancel: cancel, done: make(chan struct{})}
-	tg.st = dtma.HealthStatus{State: dtma.HealthStarting, ChangedAt: p.cfg.Now()}
+	tg.st = dtma.HealthStatus{State: dtma.HealthStarting, ChangedAt: dtma.RegistryTime(p.cfg.Now())}
+	seeded := t.Initial.State != dtma.HealthUnknown
+	if seeded {
+		tg.st = t.Initial
+		if t.Initial.State == dtma.HealthUnhealthy && tg.st.ConsecutiveFailures == 0 {
+			tg.st.ConsecutiveFailures = t.Check.Retries
+		}
+	}
 	p.mu.Lock()
 	if p.ctx.Err() != nil {
 		p.mu.Unlock()
@@ -121,8 +132,17 @@ func (p *Prober) Set(t Target) {
 	p.targets[t.ID] = tg
 	p.wg.Add(1)
 	p.mu.Unlock()
-	p.notify(ctx, t.ID, tg.st)
+	if !seeded {
+		p.notify(ctx, t.ID, tg.st)
+	}
 	go p.run(ctx, tg)
+}
+
+// sameTarget reports whether a and b probe the same thing (Initial is only
+// a starting point).
+func sameTarget(a, b Target) bool {
+	a.Initial, b.Initial = dtma.HealthStatus{}, dtma.HealthStatus{}
+	return a == b
 }
 
 // Remove stops probing id. When it returns no probe of id runs any more and
@@ -217,7 +237,7 @@ func (p *Prober) run(ctx context.Context, tg *target) {
 // failure counts, except within the start period while the tool has never
 // been healthy since it started; Retries failures in a row are unhealthy.
 func (p *Prober) apply(tg *target, r Result) (dtma.HealthStatus, bool) {
-	now := p.cfg.Now()
+	now := dtma.RegistryTime(p.cfg.Now()) // as stored: UTC, microseconds
 	c := tg.t.Check
 	tg.mu.Lock()
 	defer tg.mu.Unlock()

@@ -178,3 +178,28 @@ func TestProberBoundsConcurrency(t *testing.T) {
 		t.Fatalf("peak concurrency %d, bound 3", peak)
 	}
 }
+
+// TestProberSeededState: a target set with a recorded verdict resumes from
+// it (no starting, no change reported) and changes only on a new verdict.
+func TestProberSeededState(t *testing.T) {
+	f := newFake()
+	p := newProber(f, 4)
+	defer p.Close()
+	check := dtma.HealthCheck{Type: dtma.CheckTCP, Interval: time.Second, Retries: 1}
+	p.Set(Target{ID: "a", Check: check, Addr: "a", Initial: dtma.HealthStatus{State: dtma.HealthHealthy, ChangedAt: time.Unix(1, 0)}})
+	for f.count("a") < 2 {
+		time.Sleep(20 * time.Millisecond)
+	}
+	select {
+	case c := <-f.changes:
+		t.Fatalf("a seeded healthy target reported %+v", c)
+	default:
+	}
+	// The same target again (another Initial) is no reset.
+	p.Set(Target{ID: "a", Check: check, Addr: "a"})
+	if st, _ := p.Status("a"); st.State != dtma.HealthHealthy {
+		t.Fatalf("re-set reset the state: %+v", st)
+	}
+	f.set("a", true)
+	f.waitState(t, "a", dtma.HealthUnhealthy)
+}

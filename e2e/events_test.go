@@ -138,3 +138,25 @@ func TestEventsStream(t *testing.T) {
 		return ok && v == 0
 	})
 }
+
+// TestEventsResyncBeyondBuffer: with DTMA_EVENT_BUFFER=2, a client
+// resuming from an id no longer kept gets one resync event carrying the
+// newest id, then live events.
+func TestEventsResyncBeyondBuffer(t *testing.T) {
+	t.Parallel()
+	img := EchoImage(t)
+	a := StartAgent(t, AgentOptions{Env: []string{"DTMA_EVENT_BUFFER=2"}})
+	rcDeploy(t, a, rcDeployBody(img, "rs one", "", nil))
+	a.Expect(200, "POST", "/v1/instances/rs%20one/stop", nil) // created, running, stopping, stopped: more than 2
+	ch, closeFn := streamEvents(t, a, "", "1")
+	defer closeFn()
+	first := nextUntil(t, ch, "the resync event", func(sseEvent) bool { return true })[0]
+	if first.Event != "resync" || first.ID < 4 {
+		t.Fatalf("resuming beyond the buffer: %+v", first)
+	}
+	a.Expect(200, "POST", "/v1/instances/rs%20one/start", nil)
+	next := nextUntil(t, ch, "a live event", func(sseEvent) bool { return true })[0]
+	if next.Event != "instance" || next.ID <= first.ID {
+		t.Fatalf("after the resync: %+v", next)
+	}
+}

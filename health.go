@@ -266,5 +266,22 @@ func (i *Instance) EffectiveCheck() (c HealthCheck, isDefault bool) {
 	if !i.Spec.Health.IsZero() {
 		return i.Spec.Health, false
 	}
+	if i.Spec.MCP.IsStdio() {
+		return DefaultBridgeCheck(i.Spec.MCP), true
+	}
 	return DefaultLegacyCheck(i.Ports), true
+}
+
+// DefaultBridgeCheck is the check of a stdio instance that set none: an
+// mcp check (initialize, ping, tools/list) through the agent's bridge, so
+// the bridge's session with the server in the container is what the
+// health says; tcp on the bridge's port when the instance requires an MCP
+// bearer token (the agent keeps only its hash and cannot present it).
+// Port stays 0: the bridge's port is not a published container port
+// (Instance.BridgeAddrPort).
+func DefaultBridgeCheck(m MCP) HealthCheck {
+	if m.TokenHash != "" {
+		return HealthCheck{Type: CheckTCP}
+	}
+	return HealthCheck{Type: CheckMCP, Path: MCPBridgePath}
 }

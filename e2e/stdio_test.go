@@ -269,6 +269,15 @@ func TestStdioLegacyDefault(t *testing.T) {
 		got, err := mcpEcho(cs, "legacy")
 		return err == nil && got == "legacy"
 	})
+	// Its default health check is an mcp check through the bridge: the
+	// bridge's session with the server in the container is what health says.
+	Eventually(t, 60*time.Second, "the stdio instance healthy through its bridge", func() bool {
+		a.Expect(200, "GET", "/v1/instances/legacy%20stdio", nil).Decode(t, &inst)
+		return inst.Health != nil && inst.Health.State == "healthy"
+	})
+	if h := inst.Health; h.Check.Type != "mcp" || !h.Default || h.Detail == nil || !strings.HasPrefix(*h.Detail, "tools=") {
+		t.Errorf("health of a stdio instance: %+v (check %+v), want the default mcp check through the bridge with a tools count", h, h.Check)
+	}
 }
 
 // TestBenchStdioRSS is a benchmark, not a test (BENCHMARKS.md): the real

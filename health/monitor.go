@@ -28,6 +28,9 @@ type Monitor struct {
 	Events dtma.EventSink
 	// OnRestart is told of every restart the policy makes (metrics).
 	OnRestart func()
+	// BridgeHostIP is the address stdio instances' bridges listen on (the
+	// agent's default host IP; "" = every address, probed on loopback).
+	BridgeHostIP string
 	// SyncEvery is the full sync's period (default 2 s).
 	SyncEvery time.Duration
 	// RestartBackoff is the first wait between policy restarts of one
@@ -59,11 +62,19 @@ func NewMonitor(p *Prober) *Monitor {
 
 // TargetOf returns what inst is probed as, false when it is not probed: not
 // running (or an operation pending), no enabled check, or no published
-// port to dial.
-func TargetOf(inst *dtma.Instance) (Target, bool) {
-	c, _ := inst.EffectiveCheck()
+// port to dial. A stdio instance without a check of its own is probed
+// through its bridge, which listens on bridgeIP ("" = every address).
+func TargetOf(inst *dtma.Instance, bridgeIP string) (Target, bool) {
+	c, isDefault := inst.EffectiveCheck()
 	if !c.Enabled() || inst.PendingOp != dtma.OpNone || inst.DockerStatus != dtma.DockerRunning || inst.Status != dtma.StatusRunning {
 		return Target{}, false
+	}
+	if m := inst.Spec.MCP; isDefault && m.IsStdio() {
+		if m.BridgePort == 0 {
+			return Target{}, false
+		}
+		return Target{ID: inst.ID, Name: inst.Name, Check: c, StartedAt: inst.StartedAt,
+			Addr: Addr(dtma.Port{HostIP: bridgeIP, HostPort: m.BridgePort})}, true
 	}
 	p, ok := dtma.CheckPort(c, inst.Ports)
 	if !ok || p.HostPort == 0 {
@@ -124,7 +135,7 @@ func (m *Monitor) Sync(ctx context.Context) {
 	seen := make(map[string]bool, len(list))
 	for _, inst := range list {
 		seen[inst.ID] = true
-		if t, ok := TargetOf(inst); ok {
+		if t, ok := TargetOf(inst, m.BridgeHostIP); ok {
 			// A verdict recorded for this container run (after it started)
 			// is where probing resumes after an agent restart: no churn
 			// of starting/healthy writes for every instance.
@@ -183,7 +194,7 @@ func (m *Monitor) publish(before, after *dtma.Instance, at time.Time) {
 // overlay sets inst.Health to the prober's live status when it is probed,
 // to nothing when it is not (not running: no verdict).
 func (m *Monitor) overlay(inst *dtma.Instance) {
-	if _, probed := TargetOf(inst); probed {
+	if _, probed := TargetOf(inst, m.BridgeHostIP); probed {
 		if st, ok := m.Prober.Status(inst.ID); ok {
 			inst.Health = st
 			return

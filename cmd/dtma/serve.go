@@ -162,6 +162,7 @@ func serve(ctx context.Context, c *config, s *streams) error {
 	mon.Restart = ag.RestartUnhealthy
 	mon.OnRestart = prom.UnhealthyRestarts.Inc
 	mon.Logger = log
+	mon.BridgeHostIP = c.DefaultHostIP
 	mon.SyncEvery = 2 * time.Second // a safety net: the view's events wake it at once
 	svc := &health.Service{InstanceService: ag, Prober: prober}
 	srv := &dtmahttp.Server{

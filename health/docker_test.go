@@ -118,8 +118,16 @@ func TestProberAgainstMCPFixture(t *testing.T) {
 	}
 	control(t, port, "ok")
 	wait(dtma.HealthHealthy)
-	if st, _ := p.Status("sse"); st.State != dtma.HealthHealthy {
-		t.Errorf("sse check after recovery: %+v", st)
+	// The sse target probes on its own schedule: wait (capped) for its
+	// verdict rather than read it the moment the other one recovered.
+	var sseSt dtma.HealthStatus
+	for end := time.Now().Add(time.Minute); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		if sseSt, _ = p.Status("sse"); sseSt.State == dtma.HealthHealthy {
+			break
+		}
+	}
+	if sseSt.State != dtma.HealthHealthy {
+		t.Errorf("sse check after recovery: %+v", sseSt)
 	}
 	control(t, port, "die")
 	st = wait(dtma.HealthUnhealthy)

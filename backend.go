@@ -18,6 +18,7 @@ package dtma
 //	stopping                            stopping       stopping
 //	removing                            stopping       deleting
 //	running (Docker running or paused)  running        running
+//	running, health check unhealthy     error          error_runtime
 //	running, Docker restarting it       starting       starting
 //	stopped (created, exited)           stopped        stopped
 //	stopped, container dead             error          error
@@ -29,12 +30,24 @@ package dtma
 // progress, on which the backend takes no action. A tool stopped behind the
 // agent's back is "stopped" — true, and the backend may start it. A
 // container that vanished or loops is "error": the backend must not believe
-// it serves.
+// it serves. Nor must it believe so of a running tool that fails its
+// health check: the heartbeat says "error_runtime" — the enum's word for a
+// tool that was deployed and runs but does not work, which keeps it apart
+// from a failed deploy or a vanished container ("error") — and /status
+// says "error" (the only word its mapping turns into an error). A tool
+// whose check has no verdict yet (starting) stays "running": Docker says
+// so, and one that never comes up turns unhealthy after its start period
+// and retries.
 
 // BackendStatus returns the word for tool_instances[].status, the status of
 // /tools/{ref}/status and the lifecycle answers on the legacy routes.
 func BackendStatus(inst *Instance) string {
 	switch st := backendState(inst); st {
+	case StatusRunning:
+		if inst.Health.State == HealthUnhealthy {
+			return "error"
+		}
+		return "running"
 	case StatusDeploying:
 		return "starting"
 	case StatusRemoving:
@@ -48,6 +61,11 @@ func BackendStatus(inst *Instance) string {
 // always a value of the backend's enum.
 func HeartbeatStatus(inst *Instance) string {
 	switch st := backendState(inst); st {
+	case StatusRunning:
+		if inst.Health.State == HealthUnhealthy {
+			return "error_runtime"
+		}
+		return "running"
 	case StatusRemoving:
 		return "deleting"
 	default:

@@ -78,3 +78,31 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+// TestBackendWordsHealth: a running tool that fails its health check is
+// not reported as plain running.
+func TestBackendWordsHealth(t *testing.T) {
+	for _, tt := range []struct {
+		name               string
+		status             Status
+		docker             DockerState
+		health             HealthState
+		backend, heartbeat string
+	}{
+		{"running, healthy", StatusRunning, DockerRunning, HealthHealthy, "running", "running"},
+		{"running, no check", StatusRunning, DockerRunning, HealthUnknown, "running", "running"},
+		{"running, unhealthy", StatusRunning, DockerRunning, HealthUnhealthy, "error", "error_runtime"},
+		{"running, check starting", StatusRunning, DockerRunning, HealthStarting, "running", "running"},
+		{"docker restarting it, unhealthy", StatusRunning, DockerRestarting, HealthUnhealthy, "deploying", "starting"},
+		{"stopped, unhealthy left over", StatusStopped, DockerExited, HealthUnhealthy, "stopped", "stopped"},
+	} {
+		inst := &Instance{Status: tt.status, Observed: Observed{DockerStatus: tt.docker}, Health: HealthStatus{State: tt.health}}
+		b, h := BackendStatus(inst), HeartbeatStatus(inst)
+		if got := backendStatusMapping(b); got != tt.backend || !contains(backendEnum, b) {
+			t.Errorf("%s: BackendStatus = %q, shown as %q; want %q", tt.name, b, got, tt.backend)
+		}
+		if h != tt.heartbeat || !contains(backendEnum, h) {
+			t.Errorf("%s: HeartbeatStatus = %q, want %q", tt.name, h, tt.heartbeat)
+		}
+	}
+}

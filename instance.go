@@ -114,6 +114,9 @@ type Spec struct {
 	// MCP is the declared MCP transport (v1 only, or the operator's
 	// DTMA_STDIO_IMAGES for legacy deploys); omitted when unset like Limits.
 	MCP MCP `json:"mcp,omitzero"`
+	// Health is the instance's health check; omitted from the canonical
+	// form and the hash when unset, like Limits.
+	Health HealthCheck `json:"health,omitzero"`
 }
 
 // Hash returns a stable hex SHA-256 of the spec's public shape: the image,
@@ -127,13 +130,14 @@ type Spec struct {
 func (s Spec) Hash() string {
 	c := s.canonical()
 	shape := struct {
-		V      int      `json:"v"`
-		Image  string   `json:"image"`
-		Env    []string `json:"env_names"`
-		Ports  []Port   `json:"ports"`
-		Limits Limits   `json:"limits,omitzero"` // left out when unset: older hashes stay valid
-		MCP    MCP      `json:"mcp,omitzero"`    // likewise; never the token hash (labels are readable)
-	}{V: 2, Image: c.Image, Env: c.EnvNames(), Ports: c.Ports, Limits: c.Limits, MCP: c.MCP.public()}
+		V      int         `json:"v"`
+		Image  string      `json:"image"`
+		Env    []string    `json:"env_names"`
+		Ports  []Port      `json:"ports"`
+		Limits Limits      `json:"limits,omitzero"` // left out when unset: older hashes stay valid
+		MCP    MCP         `json:"mcp,omitzero"`    // likewise; never the token hash (labels are readable)
+		Health HealthCheck `json:"health,omitzero"` // likewise
+	}{V: 2, Image: c.Image, Env: c.EnvNames(), Ports: c.Ports, Limits: c.Limits, MCP: c.MCP.public(), Health: c.Health}
 	b, _ := json.Marshal(shape)
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
@@ -154,7 +158,7 @@ func (s Spec) LegacyHash() string {
 // MCP transport and token. It is
 // how a re-deploy is told identical (Hash leaves env values out).
 func (s Spec) Equal(o Spec) bool {
-	if s.Image != o.Image || len(s.Env) != len(o.Env) || s.Limits != o.Limits || s.MCP.identity() != o.MCP.identity() {
+	if s.Image != o.Image || len(s.Env) != len(o.Env) || s.Limits != o.Limits || s.MCP.identity() != o.MCP.identity() || s.Health != o.Health {
 		return false
 	}
 	for k, v := range s.Env {
@@ -175,7 +179,7 @@ func (s Spec) Equal(o Spec) bool {
 }
 
 func (s Spec) canonical() Spec {
-	c := Spec{Image: s.Image, Env: map[string]string{}, Ports: append([]Port(nil), s.Ports...), Limits: s.Limits, MCP: s.MCP}
+	c := Spec{Image: s.Image, Env: map[string]string{}, Ports: append([]Port(nil), s.Ports...), Limits: s.Limits, MCP: s.MCP, Health: s.Health}
 	for k, v := range s.Env {
 		c.Env[k] = v
 	}
@@ -202,7 +206,7 @@ func SortPorts(ports []Port) {
 
 // Diff lists, in words safe to show a caller, how o differs from s:
 // "image (a vs b)", "env added: NEW", "env removed: OLD", "env values
-// differ", "ports", "limits", "mcp", "mcp token differs". Empty when equal. It never names a variable whose only
+// differ", "ports", "limits", "mcp", "mcp token differs", "health (a vs b)". Empty when equal. It never names a variable whose only
 // change is its value, nor quotes a value: a conflicting re-deploy must not
 // confirm a guessed secret variable by variable.
 func (s Spec) Diff(o Spec) []string {
@@ -251,6 +255,9 @@ func (s Spec) Diff(o Spec) []string {
 	} else if s.MCP.TokenHash != o.MCP.TokenHash {
 		d = append(d, "mcp token differs")
 	}
+	if s.Health != o.Health {
+		d = append(d, "health ("+s.Health.String()+" vs "+o.Health.String()+")")
+	}
 	return d
 }
 
@@ -298,6 +305,9 @@ type Instance struct {
 	// lives in the agent's memory only: persisting it would write on every
 	// relist even when nothing changed.
 	ObservedAt time.Time
+	// Health is what the prober last concluded (Spec.Health); zero when the
+	// instance has no check or is not running.
+	Health HealthStatus
 
 	CreatedAt time.Time
 	UpdatedAt time.Time
@@ -315,7 +325,7 @@ func (i *Instance) Clone() *Instance {
 }
 
 func (s Spec) canonicalCopy() Spec {
-	c := Spec{Image: s.Image, Ports: append([]Port(nil), s.Ports...), Limits: s.Limits, MCP: s.MCP}
+	c := Spec{Image: s.Image, Ports: append([]Port(nil), s.Ports...), Limits: s.Limits, MCP: s.MCP, Health: s.Health}
 	if s.Env != nil {
 		c.Env = make(map[string]string, len(s.Env))
 		for k, v := range s.Env {

@@ -54,6 +54,13 @@ type Registry interface {
 	// when no such row exists on this host.
 	UpdateObserved(ctx context.Context, id string, o Observed) (changed bool, err error)
 
+	// UpdateHealth writes h's persisted part (State, LastError, ChangedAt)
+	// into the row with the given id only when it differs from what is
+	// stored, and reports whether it wrote. UpdateInstance leaves these
+	// columns alone; reads return them in Instance.Health. ENOTFOUND when
+	// no such row exists on this host.
+	UpdateHealth(ctx context.Context, id string, h HealthStatus) (changed bool, err error)
+
 	// DeleteInstance removes the row. Deleting a row that does not exist is
 	// not an error (it makes remove idempotent).
 	DeleteInstance(ctx context.Context, id string) error

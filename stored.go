@@ -12,6 +12,8 @@ func StoredForm(inst *Instance) *Instance {
 	c.CreatedAt, c.UpdatedAt = RegistryTime(c.CreatedAt), RegistryTime(c.UpdatedAt)
 	c.StartedAt, c.FinishedAt = RegistryTime(c.StartedAt), RegistryTime(c.FinishedAt)
 	c.ObservedAt = time.Time{}
+	// Health: only the persisted part (state, last error, time of change).
+	c.Health = HealthStatus{State: c.Health.State, LastError: c.Health.LastError, ChangedAt: RegistryTime(c.Health.ChangedAt)}
 	if len(c.Spec.Env) == 0 {
 		c.Spec.Env = nil
 	}

@@ -119,7 +119,7 @@ func (r *DeployRequest) Validate() error {
 			seen[key] = i
 		}
 	}
-	return nil
+	return ValidateHealthCheck(r.Spec.Health, r.Spec.Ports)
 }
 
 // ValidateName checks an instance name: 1 to MaxNameLen bytes of printable

@@ -80,6 +80,7 @@ func (a *Agent) adoptLabelled(ctx context.Context, cs []*dtma.Container) {
 				}
 			}
 			a.log.Info("adopted container", "instance", cd.inst.Name, "container", cd.c.Name, "id", cd.c.ID)
+			a.obs.Adopted()
 			cd.unlock()
 		}
 	}
@@ -134,6 +135,7 @@ func (a *Agent) prepareAdoption(ctx context.Context, c *dtma.Container) (*dtma.I
 			return nil, nil
 		}
 		a.log.Warn("removed a never-started container no record knows (an interrupted deploy)", "container", c.Name, "instance", name)
+		a.obs.Removed()
 		return nil, nil
 	}
 	if a.view.lookup(name) != nil {

@@ -75,6 +75,14 @@ type Config struct {
 	// Now is the clock crash-loop windows and recreate backoff are
 	// measured with; nil uses time.Now. Tests inject a fake clock.
 	Now func() time.Time
+
+	// Events receives a change event whenever the view records an
+	// instance's creation, removal, or a change of its status, Docker
+	// status, health or drift; nil publishes nothing. Publish must not
+	// block.
+	Events dtma.EventSink
+	// Observer is told of the reconciler's work (metrics); nil: nothing.
+	Observer Observer
 }
 
 func (c *Config) setDefaults() {
@@ -138,6 +146,7 @@ type Agent struct {
 
 	relists atomic.Uint64 // relists begun; every fullInspectEvery-th inspects everything
 
+	obs        Observer      // metrics hooks, never nil
 	bridgeKick chan struct{} // a row changed: the bridges follow (runBridges)
 }
 
@@ -171,6 +180,11 @@ func New(ctx context.Context, cfg Config, reg dtma.Registry, rt dtma.Runtime) (*
 	a.health = &health{log: a.log, dockerBack: a.requestRelist}
 	a.rt = healthRuntime{rt: rt, health: a.health}
 	a.view = newView(reg, a.health, a.log)
+	a.view.events = cfg.Events
+	a.obs = cfg.Observer
+	if a.obs == nil {
+		a.obs = nopObserver{}
+	}
 	a.view.changed = a.kickBridges
 	rows, err := reg.FindInstances(ctx, dtma.InstanceFilter{})
 	if err != nil {

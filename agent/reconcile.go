@@ -98,6 +98,7 @@ func (a *Agent) reconcile(ctx context.Context, inst *dtma.Instance, c *dtma.Cont
 				return
 			}
 			a.log.Info("finished interrupted remove", "instance", inst.Name)
+			a.obs.Removed()
 			a.dropInstance(ctx, inst)
 		}
 		return
@@ -139,6 +140,7 @@ func (a *Agent) reconcile(ctx context.Context, inst *dtma.Instance, c *dtma.Cont
 			return
 		}
 		a.recreate.forget(inst.ID)
+		a.obs.Recreated()
 	default:
 		o := dtma.Observed{DockerStatus: dtma.DockerMissing}
 		if inst.Observed != o || inst.PendingOp != dtma.OpNone || inst.Status != dtma.StatusMissing {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/agentopia/dtma"
 )
@@ -62,6 +63,7 @@ func (a *Agent) Relist(ctx context.Context) error { return a.relist(ctx, false) 
 // relist is Relist; full makes it inspect every container whatever the
 // count.
 func (a *Agent) relist(ctx context.Context, full bool) error {
+	start := time.Now()
 	containers, err := a.rt.ListContainers(ctx)
 	if err != nil {
 		return fmt.Errorf("relist: %w", err)
@@ -158,6 +160,13 @@ func (a *Agent) relist(ctx context.Context, full bool) error {
 	a.adoptLabelled(ctx, unclaimed) // inspects them again, under their locks
 	a.flush(ctx)
 	a.health.observed(nowUTC())
+	drift := 0
+	for _, inst := range a.view.snapshot() {
+		if inst.Drift() {
+			drift++
+		}
+	}
+	a.obs.Relisted(time.Since(start), drift)
 	return nil
 }
 

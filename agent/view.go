@@ -23,6 +23,7 @@ type view struct {
 	reg    dtma.Registry
 	health *health
 	log    *slog.Logger
+	events dtma.EventSink // nil: none
 
 	mu   sync.RWMutex
 	rows map[string]*dtma.Instance // by ID
@@ -52,10 +53,10 @@ func newView(reg dtma.Registry, h *health, log *slog.Logger) *view {
 		byName: map[string]string{}, byAcct: map[string]string{}, byContainer: map[string]string{}}
 }
 
-// put stores a copy of inst and indexes it. Caller holds mu.
-func (v *view) put(inst *dtma.Instance) {
-	v.del(inst.ID)
-	c := inst.Clone()
+// store makes c (owned by the view from now on) the row of its id and
+// indexes it. Caller holds mu.
+func (v *view) store(c *dtma.Instance) {
+	v.unstore(c.ID)
 	v.rows[c.ID] = c
 	v.byName[c.Name] = c.ID
 	if c.AccountToolInstanceID != "" {
@@ -66,8 +67,8 @@ func (v *view) put(inst *dtma.Instance) {
 	}
 }
 
-// del removes the row id and its index entries. Caller holds mu.
-func (v *view) del(id string) {
+// unstore removes the row id and its index entries. Caller holds mu.
+func (v *view) unstore(id string) {
 	old := v.rows[id]
 	if old == nil {
 		return
@@ -85,7 +86,7 @@ func (v *view) del(id string) {
 func (v *view) load(inst *dtma.Instance, stale bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	v.put(inst)
+	v.store(inst.Clone())
 	if stale {
 		v.dirty[inst.ID] = true
 	}
@@ -176,6 +177,52 @@ func (v *view) forContainer(containerID, instanceID string) *dtma.Instance {
 		return v.rows[id].Clone()
 	}
 	return nil
+}
+
+// put stores a copy of inst as the row and publishes the change an event
+// shows (status, docker status, health, drift; creation). inst's Health is
+// the view's own: only writeHealth changes it. Caller holds v.mu.
+func (v *view) put(inst *dtma.Instance) {
+	old := v.rows[inst.ID]
+	c := inst.Clone()
+	if old != nil {
+		c.Health = old.Health
+	}
+	v.store(c)
+	v.publish(old, c)
+}
+
+// publish sends the event between before and after, if any. Caller holds
+// v.mu, so events leave in the order the view changed.
+func (v *view) publish(before, after *dtma.Instance) {
+	if v.events == nil {
+		return
+	}
+	if e, ok := dtma.InstanceEvent(before, after, nowUTC()); ok {
+		v.events.Publish(e)
+	}
+}
+
+// writeHealth records the health of instance id: the registry is written
+// only when its persisted part changed (UpdateHealth compares), the view
+// always takes it and publishes the change. ENOTFOUND when the row is not
+// in the view; the registry's error otherwise (the next transition writes
+// again).
+func (v *view) writeHealth(ctx context.Context, id string, st dtma.HealthStatus) error {
+	if v.get(id) == nil {
+		return dtma.Errorf(dtma.ENOTFOUND, "instance %s not found", id)
+	}
+	_, err := v.reg.UpdateHealth(ctx, id, st)
+	v.health.noteRegistry(err)
+	v.mu.Lock()
+	if old := v.rows[id]; old != nil {
+		c := old.Clone()
+		c.Health = dtma.HealthStatus{State: st.State, LastError: st.LastError, ChangedAt: st.ChangedAt}
+		v.store(c)
+		v.publish(old, c)
+	}
+	v.mu.Unlock()
+	return err
 }
 
 // remember stores a copy of inst in memory only: for what the registry
@@ -280,7 +327,10 @@ func (v *view) drop(ctx context.Context, inst *dtma.Instance) {
 	err := v.reg.DeleteInstance(ctx, inst.ID)
 	v.health.noteRegistry(err)
 	v.mu.Lock()
-	v.del(inst.ID)
+	if old := v.rows[inst.ID]; old != nil {
+		v.publish(old, nil)
+	}
+	v.unstore(inst.ID)
 	delete(v.dirty, inst.ID)
 	if err != nil {
 		v.deleted[inst.ID] = true

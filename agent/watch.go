@@ -54,6 +54,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			break
 		}
 		a.log.Warn("docker event stream broken; resubscribing", "err", err)
+		a.obs.Resubscribed()
 		if !sleep(ctx, 500*time.Millisecond) {
 			break
 		}

@@ -80,7 +80,12 @@ func TestDriftStoppedBehindBack(t *testing.T) {
 	a := StartAgent(t, AgentOptions{})
 	inst := rcDeploy(t, a, rcDeployBody(img, "drift stop", "", map[string]string{"ECHO": "drift"}, dtma.Port{ContainerPort: 8080}))
 
-	// Settled and running: resyncs write nothing.
+	// Settled and running — its health too (the default tcp check's first
+	// verdict is observed state, written once) — resyncs write nothing.
+	Eventually(t, 60*time.Second, "the health verdict recorded", func() bool {
+		got := rcMustGet(t, a, "drift stop")
+		return got.Health != nil && got.Health.State == "healthy"
+	})
 	rcWaitRelists(t, a, 1)
 	u0, st, ok := rcRegistryRow(t, a, inst.ID)
 	if !ok || st != "running" {

@@ -105,10 +105,14 @@ func TestStdioBridge(t *testing.T) {
 		if !strings.Contains(body, `"public_port":`+strconv.Itoa(inst.MCP.BridgePort)) {
 			t.Errorf("legacy status does not show the bridge port %d: %s", inst.MCP.BridgePort, body)
 		}
-		metrics := string(a.Expect(200, "GET", "/metrics", nil).Body)
-		for _, want := range []string{`dtma_mcp_bridge_up{instance_id="` + inst.ID + `",instance="stdio-tool"} 1`, `dtma_mcp_bridge_sessions{`, `dtma_mcp_bridge_messages_total{`} {
-			if !strings.Contains(metrics, want) {
-				t.Errorf("metrics lack %s", want)
+		// Parsed with the client library's parser (label order is the library's).
+		fams := scrape(t, a)
+		if v, ok := sample(fams, "dtma_mcp_bridge_up", map[string]string{"instance_id": inst.ID, "instance": "stdio-tool"}); !ok || v != 1 {
+			t.Errorf("dtma_mcp_bridge_up = %v (present %v), want 1", v, ok)
+		}
+		for _, name := range []string{"dtma_mcp_bridge_sessions", "dtma_mcp_bridge_messages_total"} {
+			if fams[name] == nil {
+				t.Errorf("metrics lack %s", name)
 			}
 		}
 		if _, err := mcpConnect(url, "", nil); err == nil {
@@ -265,6 +269,15 @@ func TestStdioLegacyDefault(t *testing.T) {
 		got, err := mcpEcho(cs, "legacy")
 		return err == nil && got == "legacy"
 	})
+	// Its default health check is an mcp check through the bridge: the
+	// bridge's session with the server in the container is what health says.
+	Eventually(t, 60*time.Second, "the stdio instance healthy through its bridge", func() bool {
+		a.Expect(200, "GET", "/v1/instances/legacy%20stdio", nil).Decode(t, &inst)
+		return inst.Health != nil && inst.Health.State == "healthy"
+	})
+	if h := inst.Health; h.Check.Type != "mcp" || !h.Default || h.Detail == nil || !strings.HasPrefix(*h.Detail, "tools=") {
+		t.Errorf("health of a stdio instance: %+v (check %+v), want the default mcp check through the bridge with a tools count", h, h.Check)
+	}
 }
 
 // TestBenchStdioRSS is a benchmark, not a test (BENCHMARKS.md): the real

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -133,11 +134,41 @@ func (b *browser) observe(ev any) {
 		// Refusals the test provokes (401/403) and the agent it kills are
 		// expected; any other failed load (a 404 asset, a 500) is an error.
 		if e.Entry.Source == cdplog.EntrySourceNetwork && (strings.Contains(e.Entry.Text, "status of 401") ||
-			strings.Contains(e.Entry.Text, "status of 403") || strings.Contains(e.Entry.Text, "net::ERR_CONNECTION_REFUSED")) {
+			strings.Contains(e.Entry.Text, "status of 403") || strings.Contains(e.Entry.Text, "net::ERR_CONNECTION_REFUSED") ||
+			// an instance page's live region asking for the instance the
+			// test just removed (the page shows it is gone)
+			(strings.Contains(e.Entry.Text, "status of 404") && strings.Contains(e.Entry.URL, "/ui/partials/instances/")) ||
+			// the event stream cut off when the test kills the agent
+			(strings.Contains(e.Entry.Text, "net::ERR_INCOMPLETE_CHUNKED_ENCODING") && strings.HasSuffix(e.Entry.URL, "/ui/api/events"))) {
 			b.netErrors = append(b.netErrors, e.Entry.URL+": "+e.Entry.Text)
 			return
 		}
 		b.errors = append(b.errors, "log "+string(e.Entry.Source)+": "+e.Entry.Text+" "+e.Entry.URL)
+	}
+}
+
+// clickJS clicks the element sel matches, waiting (up to the step's cap)
+// until there is one. The lookup and the click happen in one evaluation in
+// the page: the live regions replace their HTML when it changes (uptimes
+// move every second), so a node found by one call and clicked by the next
+// may be gone by then.
+func clickJS(sel string) chromedp.Action[chromedp.Void] {
+	return func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
+		expr := `(function(){var e=document.querySelector(` + strconv.Quote(sel) + `);if(!e)return false;e.click();return true})()`
+		for {
+			ok, err := chromedp.Evaluate[bool](expr)(ctx, t)
+			if err != nil {
+				return chromedp.Void{}, err
+			}
+			if ok {
+				return chromedp.Void{}, nil
+			}
+			select {
+			case <-ctx.Done():
+				return chromedp.Void{}, fmt.Errorf("no element matches %s: %w", sel, ctx.Err())
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
 	}
 }
 
@@ -250,7 +281,7 @@ func (b *browser) login(agentURL string) {
 		chromedp.Navigate(agentURL+"/ui/login"),
 		chromedp.WaitVisible(chromedp.CSS("#token")),
 		chromedp.SetValue(chromedp.CSS("#token"), Token),
-		chromedp.Click(chromedp.CSS("form[action='/ui/login'] button[type=submit]")),
+		clickJS("form[action='/ui/login'] button[type=submit]"),
 		chromedp.WaitVisible(chromedp.CSS("#live")),
 	)
 }
@@ -289,7 +320,7 @@ func TestUIDashboard(t *testing.T) {
 		chromedp.Navigate(a.URL+"/ui/"), // redirected to the login page
 		chromedp.WaitVisible(chromedp.CSS("#token")),
 		chromedp.SetValue(chromedp.CSS("#token"), "not-the-token"),
-		chromedp.Click(chromedp.CSS("form[action='/ui/login'] button[type=submit]")),
+		clickJS("form[action='/ui/login'] button[type=submit]"),
 		chromedp.WaitVisible(chromedp.CSS("#login-error")),
 	)
 	if msg := evalIn[string](b, `document.querySelector('#login-error').textContent`); !strings.Contains(msg, "not accepted") {
@@ -325,6 +356,14 @@ func TestUIDashboard(t *testing.T) {
 	evalIn[bool](b, `window.__dtmaNoReload = true`)
 	a.Expect(200, "POST", "/v1/instances/ui-beta/stop", nil)
 	b.waitJS("ui-beta's row stopped without reload", rowStatus("ui-beta")+` === 'stopped' && window.__dtmaNoReload === true`)
+	// The page is fed by the agent's event stream (its EventSource on
+	// /ui/api/events), the 2 s poll being the safety net.
+	b.mu.Lock()
+	streamed := slices.ContainsFunc(b.requests, func(u string) bool { return strings.HasSuffix(u, "/ui/api/events") })
+	b.mu.Unlock()
+	if !streamed {
+		t.Errorf("the instances page opened no event stream")
+	}
 	if txt := evalIn[string](b, `document.querySelector('.chip[data-status="stopped"]').textContent`); !strings.Contains(txt, "1") {
 		t.Errorf("stopped count chip %q", txt)
 	}
@@ -344,14 +383,14 @@ func TestUIDashboard(t *testing.T) {
 
 	// Instance page: env names only; follow logs and see a request line.
 	b.run("open ui-alpha",
-		chromedp.Click(chromedp.CSS(`tr[data-name="ui-alpha"] th a`)),
+		clickJS(`tr[data-name="ui-alpha"] th a`),
 		chromedp.WaitVisible(chromedp.CSS("#logs-form")),
 	)
 	body := evalIn[string](b, `document.body.innerText`)
 	if !strings.Contains(body, "SECRET_TOKEN") || strings.Contains(body, "s3cr3t") {
 		t.Errorf("instance page: env names must show, values never:\n%s", body)
 	}
-	b.run("follow", chromedp.Click(chromedp.CSS("#follow")))
+	b.run("follow", clickJS("#follow"))
 	b.waitJS("follow stream open", `document.querySelector('#logs-status').textContent.startsWith('Following')`)
 	probe := "/ui-follow-probe-" + strconv.Itoa(pa)
 	deadline := time.Now().Add(60 * time.Second)
@@ -369,13 +408,13 @@ func TestUIDashboard(t *testing.T) {
 		t.Errorf("ui-alpha status %q", got)
 	}
 	b.screenshot("instance")
-	b.run("stop following", chromedp.Click(chromedp.CSS("#follow")))
+	b.run("stop following", clickJS("#follow"))
 
 	// Start ui-beta from its page: the result inline, the state live.
 	b.run("open ui-beta",
 		chromedp.Navigate(a.URL+"/ui/instances/ui-beta"),
 		chromedp.WaitVisible(chromedp.CSS(".actions")),
-		chromedp.Click(chromedp.CSS(`button[data-action="start"]`)),
+		clickJS(`button[data-action="start"]`),
 	)
 	b.waitJS("start result", `document.querySelector('#action-result').textContent.includes('instance ui-beta started') && document.querySelector('#inst-status').textContent === 'running'`)
 	if r := a.Expect(200, "GET", "/v1/instances/ui-beta", nil).JSON(t); r["docker_status"] != "running" {
@@ -384,16 +423,16 @@ func TestUIDashboard(t *testing.T) {
 
 	// Remove asks first; Cancel removes nothing, Remove removes.
 	b.run("remove, cancel",
-		chromedp.Click(chromedp.CSS(`button[data-action="remove"]`)),
+		clickJS(`button[data-action="remove"]`),
 		chromedp.WaitVisible(chromedp.CSS("#confirm-remove")),
 	)
 	b.screenshot("remove-confirm")
-	b.run("cancel", chromedp.Click(chromedp.CSS(`#confirm-remove button[value="cancel"]`)), chromedp.WaitNotVisible(chromedp.CSS("#confirm-remove")))
+	b.run("cancel", clickJS(`#confirm-remove button[value="cancel"]`), chromedp.WaitNotVisible(chromedp.CSS("#confirm-remove")))
 	a.Expect(200, "GET", "/v1/instances/ui-beta", nil)
 	b.run("remove, confirm",
-		chromedp.Click(chromedp.CSS(`button[data-action="remove"]`)),
+		clickJS(`button[data-action="remove"]`),
 		chromedp.WaitVisible(chromedp.CSS("#confirm-remove")),
-		chromedp.Click(chromedp.CSS("#confirm-remove-yes")),
+		clickJS("#confirm-remove-yes"),
 	)
 	b.waitJS("back on the list without ui-beta", `location.pathname === '/ui/' && document.querySelector('tr[data-name="ui-alpha"]') !== null && document.querySelector('tr[data-name="ui-beta"]') === null`)
 	if txt := evalIn[string](b, `document.querySelector('.notice.ok').textContent`); !strings.Contains(txt, "ui-beta removed") {
@@ -471,7 +510,7 @@ func TestUIDashboard(t *testing.T) {
 
 	// Log out with the button: the session is gone.
 	b.run("logout",
-		chromedp.Click(chromedp.CSS(".logout button")),
+		clickJS(".logout button"),
 		chromedp.WaitVisible(chromedp.CSS("#token")),
 		chromedp.Navigate(a.URL+"/ui/"),
 		chromedp.WaitVisible(chromedp.CSS("#token")),

@@ -55,6 +55,9 @@ type Sender struct {
 	// RetryMin is the first delay before a failed heartbeat is retried;
 	// the delay doubles up to Interval. 0 means DefaultRetryMin.
 	RetryMin time.Duration
+	// OnSend, when set, is told the outcome of every heartbeat Run sends
+	// (nil: delivered) — the agent's metrics.
+	OnSend func(err error)
 }
 
 // DefaultRetryMin is the first retry delay after a failed heartbeat.
@@ -87,7 +90,11 @@ func (s *Sender) Run(ctx context.Context) {
 	failures := 0
 	for {
 		next := interval
-		if err := s.Send(ctx); err != nil && ctx.Err() == nil {
+		err := s.Send(ctx)
+		if s.OnSend != nil && ctx.Err() == nil {
+			s.OnSend(err)
+		}
+		if err != nil && ctx.Err() == nil {
 			failures++
 			s.logFailure(ctx, err, failures)
 			next = min(retry<<min(failures-1, 16), interval)

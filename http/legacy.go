@@ -72,6 +72,11 @@ type legacyTool struct {
 	ExitCode              int          `json:"exit_code"`
 	RestartCount          int          `json:"restart_count"`
 	LastError             *string      `json:"last_error"`
+	// Health is the health check's state (starting, healthy, unhealthy;
+	// unknown when not probed), null without a check; HealthError its
+	// last failure.
+	Health      *string `json:"health"`
+	HealthError *string `json:"health_error"`
 }
 
 func toLegacyTool(inst *dtma.Instance) legacyTool {
@@ -98,6 +103,8 @@ func toLegacyTool(inst *dtma.Instance) legacyTool {
 		ExitCode:              inst.ExitCode,
 		RestartCount:          inst.RestartCount,
 		LastError:             strPtr(inst.LastError),
+		Health:                legacyHealth(inst),
+		HealthError:           strPtr(inst.Health.LastError),
 	}
 }
 
@@ -404,4 +411,16 @@ func truncateList(list []string) []string {
 		out = append(out, truncate(v))
 	}
 	return out
+}
+
+// legacyHealth is the health word of a tool with a check, nil without.
+func legacyHealth(inst *dtma.Instance) *string {
+	if c, _ := inst.EffectiveCheck(); !c.Enabled() {
+		return nil
+	}
+	w := string(inst.Health.State)
+	if w == "" {
+		w = "unknown"
+	}
+	return &w
 }

@@ -158,6 +158,8 @@ type rowKey struct {
 	observedAt, createdAt, updatedAt                     time.Time
 	limits                                               dtma.Limits
 	mcp                                                  dtma.MCP
+	check                                                dtma.HealthCheck
+	health                                               dtma.HealthStatus
 }
 
 func keyOf(inst *dtma.Instance) rowKey {
@@ -168,7 +170,7 @@ func keyOf(inst *dtma.Instance) rowKey {
 		desired:  string(inst.DesiredState), status: string(inst.Status), pending: string(inst.PendingOp),
 		tracking: string(inst.Tracking), lastError: inst.LastError,
 		observed: inst.Observed, observedAt: inst.ObservedAt, createdAt: inst.CreatedAt, updatedAt: inst.UpdatedAt,
-		limits: inst.Spec.Limits, mcp: inst.Spec.MCP,
+		limits: inst.Spec.Limits, mcp: inst.Spec.MCP, check: inst.Spec.Health, health: inst.Health,
 	}
 }
 

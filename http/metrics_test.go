@@ -3,6 +3,7 @@ package http
 import (
 	"context"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -10,7 +11,48 @@ import (
 	"time"
 
 	"github.com/agentopia/dtma"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
+
+// parseMetrics parses a text exposition with the client library's parser.
+func parseMetrics(t *testing.T, body string) map[string]*dto.MetricFamily {
+	t.Helper()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("parse /metrics: %v\n%s", err, body)
+	}
+	return fams
+}
+
+// metricValue returns the value of the series of family name whose labels
+// are exactly labels: a counter's or gauge's value, a histogram's sample
+// count.
+func metricValue(fams map[string]*dto.MetricFamily, name string, labels map[string]string) (float64, bool) {
+	f := fams[name]
+	if f == nil {
+		return 0, false
+	}
+	for _, m := range f.Metric {
+		got := map[string]string{}
+		for _, l := range m.Label {
+			got[l.GetName()] = l.GetValue()
+		}
+		if len(labels) == 0 && len(got) == 0 || maps.Equal(got, labels) {
+			switch {
+			case m.Counter != nil:
+				return m.Counter.GetValue(), true
+			case m.Gauge != nil:
+				return m.Gauge.GetValue(), true
+			case m.Histogram != nil:
+				return float64(m.Histogram.GetSampleCount()), true
+			}
+		}
+	}
+	return 0, false
+}
 
 // fakeService is a fixed InstanceService for routing tests of the HTTP
 // layer only (features are proven end to end in e2e/).
@@ -32,7 +74,7 @@ func (f *fakeService) InstanceLogs(context.Context, string, dtma.LogOptions) (io
 
 func TestMetrics(t *testing.T) {
 	svc := &fakeService{list: []*dtma.Instance{
-		{Name: "a", Status: dtma.StatusRunning, DesiredState: dtma.DesiredRunning, Observed: dtma.Observed{DockerStatus: dtma.DockerRunning}},
+		{Name: "a", Status: dtma.StatusRunning, DesiredState: dtma.DesiredRunning, Observed: dtma.Observed{DockerStatus: dtma.DockerRunning}, Health: dtma.HealthStatus{State: dtma.HealthHealthy}},
 		{Name: "b", Status: dtma.StatusStopped, DesiredState: dtma.DesiredRunning, Observed: dtma.Observed{DockerStatus: dtma.DockerExited}},
 	}}
 	s := &Server{Service: svc, Tokens: []string{"tok"}, Version: "1.2.3"}
@@ -52,19 +94,26 @@ func TestMetrics(t *testing.T) {
 	get("/v1/instances/some%20name", "tok") // counted under its route, not its name
 	rec := get("/metrics", "tok")
 	body := rec.Body.String()
-	for _, want := range []string{
-		`dtma_build_info{version="1.2.3",host_id="h1"} 1`,
-		"dtma_docker_up 1",
-		"dtma_registry_up 0",
-		`dtma_instances{dtma_status="running"} 1`,
-		`dtma_instances{dtma_status="stopped"} 1`,
-		`dtma_instances{dtma_status="crashloop"} 0`,
-		"dtma_instances_drift 1",
-		`dtma_http_requests_total{method="GET",route="/v1/instances/{ref}",code="404"} 1`,
-		`dtma_http_requests_total{method="GET",route="/metrics",code="401"} 1`,
+	fams := parseMetrics(t, body)
+	for _, want := range []struct {
+		name   string
+		labels map[string]string
+		value  float64
+	}{
+		{"dtma_build_info", map[string]string{"version": "1.2.3", "host_id": "h1"}, 1},
+		{"dtma_docker_up", nil, 1},
+		{"dtma_registry_up", nil, 0},
+		{"dtma_ready", nil, 0},
+		{"dtma_instances", map[string]string{"dtma_status": "running", "docker_status": "running", "health": "healthy"}, 1},
+		{"dtma_instances", map[string]string{"dtma_status": "stopped", "docker_status": "exited", "health": "none"}, 1},
+		{"dtma_instances_by_status", map[string]string{"dtma_status": "crashloop"}, 0},
+		{"dtma_instances_drift", nil, 1},
+		{"dtma_http_requests_total", map[string]string{"method": "GET", "route": "/v1/instances/{ref}", "code": "404"}, 1},
+		{"dtma_http_requests_total", map[string]string{"method": "GET", "route": "/metrics", "code": "401"}, 1},
+		{"dtma_http_request_duration_seconds", map[string]string{"method": "GET", "route": "/v1/instances/{ref}"}, 1}, // sample count
 	} {
-		if !strings.Contains(body, want) {
-			t.Errorf("metrics lack %q:\n%s", want, body)
+		if got, ok := metricValue(fams, want.name, want.labels); !ok || got != want.value {
+			t.Errorf("%s%v = %v (found %v), want %v", want.name, want.labels, got, ok, want.value)
 		}
 	}
 	if strings.Contains(body, "some name") {

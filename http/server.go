@@ -18,9 +18,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/agentopia/dtma"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Server is the HTTP face of the agent.
@@ -64,12 +66,23 @@ type Server struct {
 	// UI configures the web dashboard at /ui/ (ui.go).
 	UI UIConfig
 
-	srv      *http.Server
-	requests requestCounter
-	patterns map[string]bool // the registered "METHOD /path" patterns
-	methods  []string        // the methods they use, HEAD with GET, sorted
-	limiter  *authLimiter    // nil when the limit is off
-	rowCache rowCache        // this host's rows, encoded (list.go)
+	// Prometheus is the registry GET /metrics exposes; the server adds
+	// its HTTP series and the service's state to it. nil: a private one.
+	Prometheus *prometheus.Registry
+
+	// Events is the instance event hub GET /v1/events serves; nil answers
+	// 503.
+	Events *EventHub
+
+	srv         *http.Server
+	metrics     *httpMetrics
+	streamsOnce sync.Once
+	streams     context.Context
+	stopStreams context.CancelFunc
+	patterns    map[string]bool // the registered "METHOD /path" patterns
+	methods     []string        // the methods they use, HEAD with GET, sorted
+	limiter     *authLimiter    // nil when the limit is off
+	rowCache    rowCache        // this host's rows, encoded (list.go)
 }
 
 // LegacyEnvironment says which of the legacy agent's settings this agent
@@ -92,6 +105,7 @@ type route struct {
 func (s *Server) routes() []route {
 	return append([]route{
 		{Method: "GET", Path: "/health", Public: true, handler: s.handleHealth},
+		{Method: "GET", Path: "/ready", Public: true, handler: s.handleReady},
 		{Method: "GET", Path: "/status", Public: s.PublicStatus, handler: s.handleLegacyStatus},
 		{Method: "POST", Path: "/tools", handler: s.handleLegacyDeploy},
 		{Method: "GET", Path: "/tools/status", handler: s.handleLegacyToolsStatus},
@@ -116,6 +130,7 @@ func (s *Server) routes() []route {
 		{Method: "GET", Path: "/v1/instances/{ref}/logs", handler: s.handleV1Logs},
 		{Method: "GET", Path: "/v1/fleet/instances", handler: s.handleV1Fleet},
 		{Method: "POST", Path: "/v1/adopt", handler: s.handleV1Adopt},
+		{Method: "GET", Path: "/v1/events", handler: s.handleV1Events},
 	}, s.uiRoutes()...)
 }
 
@@ -134,6 +149,9 @@ func (s *Server) Handler() http.Handler {
 	s.limiter = nil
 	if limit > 0 {
 		s.limiter = newAuthLimiter(limit, s.Logger)
+	}
+	if s.metrics == nil {
+		s.metrics = s.newHTTPMetrics(s.Prometheus)
 	}
 	mux := http.NewServeMux()
 	s.patterns = map[string]bool{}
@@ -199,6 +217,8 @@ func (s *Server) ListenAndServe(ctx context.Context, l net.Listener) error {
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
+	s.streamsDone()
+	s.stopStreams() // event streams end; Shutdown waits for them
 	err := s.srv.Shutdown(sctx)
 	<-errc
 	return err
@@ -248,6 +268,9 @@ func (s *Server) authenticate(next http.HandlerFunc) http.HandlerFunc {
 		if match != 1 {
 			refuse(dtma.Errorf(dtma.EFORBIDDEN, "invalid token"))
 			return
+		}
+		if info := infoOf(r.Context()); info != nil {
+			info.who = tokenFingerprint(tok)
 		}
 		next(w, r)
 	}
@@ -303,17 +326,31 @@ func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter 
 func (s *Server) logRequests(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		info := &requestInfo{id: requestID(r)}
+		r = r.WithContext(context.WithValue(r.Context(), requestInfoKey{}, info))
+		w.Header().Set(RequestIDHeader, info.id)
 		rec := &statusRecorder{ResponseWriter: w}
 		next.ServeHTTP(rec, r)
-		s.requests.add(methodLabel(r.Method), s.routeLabel(r), rec.status)
-		if (r.URL.Path == "/health" || isUIPoll(r)) && rec.status == http.StatusOK {
+		route := s.routeLabel(r)
+		s.metrics.observe(methodLabel(r.Method), route, rec.status, time.Since(start))
+		if (r.URL.Path == "/health" || r.URL.Path == "/ready" || isUIPoll(r)) && rec.status == http.StatusOK {
 			return // liveness probes and the dashboard's refreshes would drown the log
 		}
 		if rec.status == http.StatusTooManyRequests {
 			return
 		}
-		s.Logger.Info("http", "method", truncate(r.Method), "path", truncate(r.URL.Path), "remote", remoteIP(r),
+		s.Logger.Info("http", "request_id", info.id, "method", truncate(r.Method), "path", truncate(r.URL.Path), "remote", remoteIP(r),
 			"status", rec.status, "duration_ms", time.Since(start).Milliseconds())
+		if mutating(r.Method) && route != "unmatched" {
+			// The audit line: who (the token's fingerprint, never the
+			// token), what (route and the instance it names), outcome.
+			who := info.who
+			if who == "" {
+				who = "unauthenticated"
+			}
+			s.Logger.Info("audit", "request_id", info.id, "who", who, "remote", remoteIP(r), "action", methodLabel(r.Method)+" "+route,
+				"ref", truncate(r.PathValue("ref")), "status", rec.status, "outcome", outcome(rec.status))
+		}
 	})
 }
 

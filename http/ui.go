@@ -80,6 +80,7 @@ func (s *Server) uiRoutes() []route {
 		{Method: "GET", Path: "/ui/partials/host", Public: true, handler: d.headers(part(d.handleHostPartial))},
 		{Method: "POST", Path: "/ui/api/instances/{ref}/{action}", Public: true, handler: d.headers(api(true, d.handleAction))},
 		{Method: "GET", Path: "/ui/api/instances/{ref}/logs", Public: true, handler: d.headers(api(false, d.handleLogs))},
+		{Method: "GET", Path: "/ui/api/events", Public: true, handler: d.headers(api(false, d.handleEvents))},
 		{Method: "GET", Path: "/ui/", Public: true, handler: d.headers(page(false, d.handleNotFound))},
 	}
 }
@@ -409,6 +410,13 @@ func (d *dashboard) handleAction(w http.ResponseWriter, r *http.Request, _ uiSes
 
 // handleLogs streams the container's output as text (tail: default 100;
 // follow=true streams until the client goes away).
+// handleEvents serves the instance event stream of GET /v1/events to the
+// page's EventSource, which can only present the session cookie: same
+// stream, same filters, cookie-authenticated like every /ui/ request.
+func (d *dashboard) handleEvents(w http.ResponseWriter, r *http.Request, _ uiSession) {
+	d.s.handleV1Events(w, r)
+}
+
 func (d *dashboard) handleLogs(w http.ResponseWriter, r *http.Request, _ uiSession) {
 	opts, err := parseLogOptions(r, 100)
 	if err != nil {

@@ -39,6 +39,11 @@ func (s *Server) handleV1Deploy(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	check, err := body.healthCheck()
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	limits, err := body.limits()
 	if err != nil {
 		s.writeError(w, r, err)
@@ -68,7 +73,7 @@ func (s *Server) handleV1Deploy(w http.ResponseWriter, r *http.Request) {
 	inst, created, err := s.Service.Deploy(ctx, dtma.DeployRequest{
 		Name:                  body.Name,
 		AccountToolInstanceID: body.AccountToolInstanceID,
-		Spec:                  dtma.Spec{Image: body.Image, Env: body.Env, Ports: body.Ports, Limits: limits, MCP: mcp},
+		Spec:                  dtma.Spec{Image: body.Image, Env: body.Env, Ports: body.Ports, Limits: limits, MCP: mcp, Health: check},
 		PullPolicy:            dtma.PullPolicy(body.PullPolicy),
 	})
 	if stream != nil && stream.started {

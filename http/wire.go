@@ -14,32 +14,33 @@ import (
 // Instance is an instance as the v1 API shows it. Env holds names only:
 // values are never returned.
 type Instance struct {
-	ID                    string      `json:"id"`
-	HostID                string      `json:"host_id"`
-	Name                  string      `json:"name"`
-	AccountToolInstanceID *string     `json:"account_tool_instance_id"`
-	ContainerName         string      `json:"container_name"`
-	ContainerID           string      `json:"container_id"`
-	Image                 string      `json:"image"`
-	Env                   []string    `json:"env"`
-	DesiredState          string      `json:"desired_state"`
-	DTMAStatus            string      `json:"dtma_status"`
-	DockerStatus          string      `json:"docker_status"`
-	PendingOp             string      `json:"pending_operation,omitempty"`
-	Drift                 bool        `json:"drift"`
-	Tracking              string      `json:"tracking"`
-	Ports                 []dtma.Port `json:"ports"`
-	RequestedPorts        []dtma.Port `json:"requested_ports"`
-	Limits                *Limits     `json:"limits"`
-	MCP                   *MCP        `json:"mcp"`
-	StartedAt             *time.Time  `json:"started_at"`
-	FinishedAt            *time.Time  `json:"finished_at"`
-	ExitCode              int         `json:"exit_code"`
-	RestartCount          int         `json:"restart_count"`
-	ObservedAt            *time.Time  `json:"observed_at"`
-	LastError             *string     `json:"last_error"`
-	CreatedAt             time.Time   `json:"created_at"`
-	UpdatedAt             time.Time   `json:"updated_at"`
+	ID                    string          `json:"id"`
+	HostID                string          `json:"host_id"`
+	Name                  string          `json:"name"`
+	AccountToolInstanceID *string         `json:"account_tool_instance_id"`
+	ContainerName         string          `json:"container_name"`
+	ContainerID           string          `json:"container_id"`
+	Image                 string          `json:"image"`
+	Env                   []string        `json:"env"`
+	DesiredState          string          `json:"desired_state"`
+	DTMAStatus            string          `json:"dtma_status"`
+	DockerStatus          string          `json:"docker_status"`
+	PendingOp             string          `json:"pending_operation,omitempty"`
+	Drift                 bool            `json:"drift"`
+	Tracking              string          `json:"tracking"`
+	Ports                 []dtma.Port     `json:"ports"`
+	RequestedPorts        []dtma.Port     `json:"requested_ports"`
+	Limits                *Limits         `json:"limits"`
+	MCP                   *MCP            `json:"mcp"`
+	Health                *InstanceHealth `json:"health"`
+	StartedAt             *time.Time      `json:"started_at"`
+	FinishedAt            *time.Time      `json:"finished_at"`
+	ExitCode              int             `json:"exit_code"`
+	RestartCount          int             `json:"restart_count"`
+	ObservedAt            *time.Time      `json:"observed_at"`
+	LastError             *string         `json:"last_error"`
+	CreatedAt             time.Time       `json:"created_at"`
+	UpdatedAt             time.Time       `json:"updated_at"`
 }
 
 // AccountID is the account tool instance id, "" when there is none.
@@ -84,6 +85,7 @@ func NewInstance(inst *dtma.Instance) Instance {
 		RequestedPorts:        req,
 		Limits:                toLimits(inst.Spec.Limits),
 		MCP:                   toMCP(inst.Spec.MCP),
+		Health:                toHealth(inst),
 		StartedAt:             timePtr(inst.StartedAt),
 		FinishedAt:            timePtr(inst.FinishedAt),
 		ExitCode:              inst.ExitCode,
@@ -113,14 +115,15 @@ type InstanceList struct {
 
 // DeployRequest is the body of POST /v1/instances.
 type DeployRequest struct {
-	Name                  string            `json:"name"`
-	AccountToolInstanceID string            `json:"account_tool_instance_id,omitempty"`
-	Image                 string            `json:"image"`
-	Env                   map[string]string `json:"env,omitempty"`
-	Ports                 []dtma.Port       `json:"ports,omitempty"`
-	PullPolicy            string            `json:"pull_policy,omitempty"`
-	Limits                *LimitsRequest    `json:"limits,omitempty"`
-	MCP                   *MCPRequest       `json:"mcp,omitempty"`
+	Name                  string              `json:"name"`
+	AccountToolInstanceID string              `json:"account_tool_instance_id,omitempty"`
+	Image                 string              `json:"image"`
+	Env                   map[string]string   `json:"env,omitempty"`
+	Ports                 []dtma.Port         `json:"ports,omitempty"`
+	PullPolicy            string              `json:"pull_policy,omitempty"`
+	Limits                *LimitsRequest      `json:"limits,omitempty"`
+	MCP                   *MCPRequest         `json:"mcp,omitempty"`
+	Health                *HealthCheckRequest `json:"health,omitempty"`
 	// RegistryAuth is the credential for pulling Image from a private
 	// registry: used for this request's pull only, never stored, logged
 	// or returned (not part of the spec).

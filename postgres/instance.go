@@ -26,7 +26,7 @@ const (
 const selectColumns = `id::text, host_id, name, COALESCE(account_tool_instance_id::text, ''), container_name,
 	spec, spec_hash, ports, desired_state, dtma_status, pending_op, tracking, last_error,
 	COALESCE(docker_status, ''), COALESCE(container_id, ''), started_at, finished_at, exit_code, restart_count,
-	created_at, updated_at`
+	created_at, updated_at, health_state, health_error, health_changed_at`
 
 // CreateInstance inserts inst. It assigns inst.ID (a UUID) when empty, sets
 // inst.HostID to the registry's host when empty and CreatedAt/UpdatedAt to
@@ -212,6 +212,38 @@ func (r *Registry) UpdateObserved(ctx context.Context, id string, o dtma.Observe
 	return changed, nil
 }
 
+// UpdateHealth writes h.State, h.LastError and h.ChangedAt into the row
+// with the given id on this host only when they differ from what is stored
+// (the time at microsecond precision), bumping updated_at, and reports
+// whether it wrote. ENOTFOUND when no such row exists on this host;
+// EUNAVAILABLE when the database cannot be reached.
+func (r *Registry) UpdateHealth(ctx context.Context, id string, h dtma.HealthStatus) (changed bool, err error) {
+	if !dtma.IsUUID(id) {
+		return false, dtma.Errorf(dtma.ENOTFOUND, "instance %q not found", id)
+	}
+	var found bool
+	err = r.do(ctx, "update health", func(ctx context.Context) error {
+		return r.pool.QueryRow(ctx, `WITH target AS (
+			SELECT id FROM dtma_container_registry WHERE id = $1 AND host_id = $2
+		), upd AS (
+			UPDATE dtma_container_registry SET
+				health_state = $3::text, health_error = $4::text, health_changed_at = $5::timestamptz, updated_at = $6
+			WHERE id = $1 AND host_id = $2 AND (
+				health_state <> $3::text OR health_error <> $4::text OR health_changed_at IS DISTINCT FROM $5::timestamptz)
+			RETURNING id
+		)
+		SELECT EXISTS (SELECT 1 FROM target), EXISTS (SELECT 1 FROM upd)`,
+			id, r.hostID, string(h.State), h.LastError, nullTime(h.ChangedAt), dbTime(time.Now())).Scan(&found, &changed)
+	})
+	if err != nil {
+		return false, fmt.Errorf("update health of %s: %w", id, err)
+	}
+	if !found {
+		return false, dtma.Errorf(dtma.ENOTFOUND, "instance %s not found", id)
+	}
+	return changed, nil
+}
+
 // DeleteInstance removes the row with the given id on this host. Deleting
 // a row that does not exist (or is not a UUID) is not an error.
 // EUNAVAILABLE when the database cannot be reached.
@@ -336,13 +368,19 @@ func scanInstance(row pgx.CollectableRow) (*dtma.Instance, error) {
 		desired, status, op, tracking string
 		dockerStatus                  string
 		started, finished             *time.Time
+		health                        string
+		healthChanged                 *time.Time
 	)
 	err := row.Scan(&inst.ID, &inst.HostID, &inst.Name, &inst.AccountToolInstanceID, &inst.ContainerName,
 		&spec, &inst.SpecHash, &ports, &desired, &status, &op, &tracking, &inst.LastError,
 		&dockerStatus, &inst.ContainerID, &started, &finished, &inst.ExitCode, &inst.RestartCount,
-		&inst.CreatedAt, &inst.UpdatedAt)
+		&inst.CreatedAt, &inst.UpdatedAt, &health, &inst.Health.LastError, &healthChanged)
 	if err != nil {
 		return nil, err
+	}
+	inst.Health.State = dtma.HealthState(health)
+	if healthChanged != nil {
+		inst.Health.ChangedAt = healthChanged.UTC()
 	}
 	if err := json.Unmarshal(spec, &inst.Spec); err != nil {
 		return nil, &dtma.Error{Code: dtma.EINTERNAL, Message: "corrupt spec in registry row " + inst.ID}

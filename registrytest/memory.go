@@ -17,6 +17,7 @@ const (
 	OpCreateInstance   = "CreateInstance"
 	OpUpdateInstance   = "UpdateInstance"
 	OpUpdateObserved   = "UpdateObserved"
+	OpUpdateHealth     = "UpdateHealth"
 	OpDeleteInstance   = "DeleteInstance"
 	OpFindInstanceByID = "FindInstanceByID"
 	OpFindInstances    = "FindInstances"
@@ -153,7 +154,9 @@ func (r *Memory) CreateInstance(_ context.Context, inst *dtma.Instance) error {
 	if err := r.store.clash(inst); err != nil {
 		return err
 	}
-	r.store.rows[inst.ID] = Normalize(inst)
+	row := Normalize(inst)
+	row.Health = dtma.HealthStatus{} // written by UpdateHealth only
+	r.store.rows[inst.ID] = row
 	return nil
 }
 
@@ -198,6 +201,7 @@ func (r *Memory) UpdateInstance(_ context.Context, inst *dtma.Instance) error {
 	}
 	c := Normalize(inst)
 	c.HostID, c.CreatedAt, c.UpdatedAt = old.HostID, old.CreatedAt, memNow()
+	c.Health = old.Health // UpdateInstance leaves health alone
 	if err := r.store.clash(c); err != nil {
 		return err
 	}
@@ -221,6 +225,28 @@ func (r *Memory) UpdateObserved(_ context.Context, id string, o dtma.Observed) (
 	probe.Observed = o
 	probe = Normalize(probe)
 	if probe.Observed == old.Observed {
+		return false, nil
+	}
+	probe.UpdatedAt = memNow()
+	r.store.rows[id] = probe
+	return true, nil
+}
+
+// UpdateHealth implements dtma.Registry.
+func (r *Memory) UpdateHealth(_ context.Context, id string, h dtma.HealthStatus) (bool, error) {
+	if err := r.check(OpUpdateHealth); err != nil {
+		return false, err
+	}
+	r.store.mu.Lock()
+	defer r.store.mu.Unlock()
+	old, ok := r.store.rows[id]
+	if !ok || old.HostID != r.host {
+		return false, dtma.Errorf(dtma.ENOTFOUND, "instance %s not found", id)
+	}
+	probe := old.Clone()
+	probe.Health = h
+	probe = Normalize(probe)
+	if probe.Health == old.Health {
 		return false, nil
 	}
 	probe.UpdatedAt = memNow()

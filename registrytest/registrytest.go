@@ -91,6 +91,7 @@ func Run(t *testing.T, open func(t *testing.T, hostID string) dtma.Registry) {
 		{"UpdateInstanceConflict", s.testUpdateInstanceConflict},
 		{"UpdateObserved", s.testUpdateObserved},
 		{"UpdateObservedNotFound", s.testUpdateObservedNotFound},
+		{"UpdateHealth", s.testUpdateHealth},
 		{"DeleteInstance", s.testDeleteInstance},
 		{"FindInstanceByIDNotFound", s.testFindByIDNotFound},
 		{"FindInstancesFilters", s.testFindInstancesFilters},
@@ -599,6 +600,74 @@ func (s *suite) testUpdateObserved(t *testing.T) {
 	want.Observed = dtma.Observed{}
 	want.UpdatedAt = got.UpdatedAt
 	assertEqual(t, got, want)
+}
+
+// testUpdateHealth: health is written only when its persisted part
+// (state, last error, time of change) changes; UpdateInstance leaves it
+// alone; another host's row is not found.
+func (s *suite) testUpdateHealth(t *testing.T) {
+	ctx := context.Background()
+	r, other := s.open(t, HostA), s.open(t, HostB)
+	inst := NewInstance("health")
+	past := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+	inst.CreatedAt, inst.UpdatedAt = past, past
+	if err := r.CreateInstance(ctx, inst); err != nil {
+		t.Fatalf("CreateInstance: %v", err)
+	}
+	if changed, err := r.UpdateHealth(ctx, inst.ID, dtma.HealthStatus{}); err != nil || changed {
+		t.Fatalf("UpdateHealth(zero) on a fresh row = %v, %v; want false, nil", changed, err)
+	}
+	h := dtma.HealthStatus{State: dtma.HealthUnhealthy, LastError: "mcp ping: EOF",
+		ChangedAt: time.Date(2024, 5, 6, 7, 8, 9, 123456789, time.FixedZone("X", 3600)),
+		// Not persisted: they move with every probe.
+		LastLatency: time.Second, ConsecutiveFailures: 3, CheckedAt: time.Now(), Detail: "tools=1"}
+	if changed, err := r.UpdateHealth(ctx, inst.ID, h); err != nil || !changed {
+		t.Fatalf("UpdateHealth(new) = %v, %v; want true, nil", changed, err)
+	}
+	got := mustFind(t, r, inst.ID)
+	want := dtma.HealthStatus{State: h.State, LastError: h.LastError, ChangedAt: h.ChangedAt.UTC().Truncate(time.Microsecond)}
+	if got.Health != want {
+		t.Fatalf("health read back %+v, want %+v", got.Health, want)
+	}
+	if !got.Health.ChangedAt.IsZero() && got.Health.ChangedAt.Location() != time.UTC {
+		t.Errorf("health changed_at in %v, want UTC", got.Health.ChangedAt.Location())
+	}
+	// A probe that only moves latency, failures or the check time is no write.
+	again := h
+	again.LastLatency, again.ConsecutiveFailures, again.CheckedAt = 2*time.Second, 4, time.Now()
+	again.ChangedAt = h.ChangedAt.UTC().Add(-789) // below µs
+	if changed, err := r.UpdateHealth(ctx, inst.ID, again); err != nil || changed {
+		t.Fatalf("UpdateHealth(same persisted part) = %v, %v; want false, nil", changed, err)
+	}
+	// UpdateInstance leaves it alone.
+	upd := got.Clone()
+	upd.Health = dtma.HealthStatus{}
+	upd.LastError = "other"
+	if err := r.UpdateInstance(ctx, upd); err != nil {
+		t.Fatalf("UpdateInstance: %v", err)
+	}
+	if got := mustFind(t, r, inst.ID); got.Health != want {
+		t.Fatalf("UpdateInstance changed health to %+v", got.Health)
+	}
+	for name, next := range map[string]dtma.HealthStatus{
+		"State":     {State: dtma.HealthHealthy, LastError: h.LastError, ChangedAt: want.ChangedAt},
+		"LastError": {State: dtma.HealthHealthy, LastError: "", ChangedAt: want.ChangedAt},
+		"ChangedAt": {State: dtma.HealthHealthy, ChangedAt: want.ChangedAt.Add(time.Second)},
+	} {
+		_ = name
+		if changed, err := r.UpdateHealth(ctx, inst.ID, next); err != nil {
+			t.Fatalf("UpdateHealth: %v", err)
+		} else if !changed && mustFind(t, r, inst.ID).Health != next {
+			t.Errorf("UpdateHealth with a new %s did not write", name)
+		}
+	}
+	changed, err := other.UpdateHealth(ctx, inst.ID, h)
+	assertCode(t, err, dtma.ENOTFOUND)
+	if changed {
+		t.Error("UpdateHealth of another host's row reported changed")
+	}
+	_, err = r.UpdateHealth(ctx, dtma.NewUUID(), h)
+	assertCode(t, err, dtma.ENOTFOUND)
 }
 
 func (s *suite) testUpdateObservedNotFound(t *testing.T) {

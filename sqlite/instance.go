@@ -22,7 +22,8 @@ const table = "dtma_container_registry"
 // columns are read by every query, in scanInstance's order.
 const columns = `id, host_id, name, account_tool_instance_id, container_name, container_id,
 	dtma_status, docker_status, ports, spec, spec_hash, desired_state, pending_op, tracking,
-	last_error, started_at, finished_at, exit_code, restart_count, created_at, updated_at`
+	last_error, started_at, finished_at, exit_code, restart_count, created_at, updated_at,
+	health_state, health_error, health_changed_at`
 
 // CreateInstance inserts inst. It assigns inst.ID (a UUID) when empty, sets
 // inst.HostID to the registry's host when empty and CreatedAt/UpdatedAt to
@@ -217,6 +218,39 @@ func (r *Registry) UpdateObserved(ctx context.Context, id string, o dtma.Observe
 	return false, nil
 }
 
+// UpdateHealth writes h.State, h.LastError and h.ChangedAt into the row
+// with the given id only when they differ from what is stored (the time at
+// microsecond precision), and reports whether it wrote; a write also sets
+// updated_at. ENOTFOUND when no such row exists on this host; EUNAVAILABLE
+// when the database cannot be reached.
+func (r *Registry) UpdateHealth(ctx context.Context, id string, h dtma.HealthStatus) (changed bool, err error) {
+	if err := r.check(); err != nil {
+		return false, err
+	}
+	at := nullTime(microUTC(h.ChangedAt))
+	res, err := r.w.ExecContext(ctx, `UPDATE `+table+` SET health_state = ?, health_error = ?, health_changed_at = ?, updated_at = ?
+		WHERE id = ? AND host_id = ? AND (health_state IS NOT ? OR health_error IS NOT ? OR health_changed_at IS NOT ?)`,
+		string(h.State), h.LastError, at, nowMicro().UnixMicro(), id, r.hostID, string(h.State), h.LastError, at)
+	if err != nil {
+		return false, r.dbError("update health of instance "+id, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, r.dbError("update health of instance "+id, err)
+	}
+	if n == 1 {
+		return true, nil
+	}
+	var one int
+	err = r.w.QueryRowContext(ctx, `SELECT 1 FROM `+table+` WHERE id = ? AND host_id = ?`, id, r.hostID).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, notFound(id)
+	} else if err != nil {
+		return false, r.dbError("read instance "+id, err)
+	}
+	return false, nil
+}
+
 // DeleteInstance removes the row with the given id on this host. Deleting a
 // row that does not exist is not an error. EUNAVAILABLE when the database
 // cannot be reached.
@@ -366,14 +400,17 @@ func scanInstance(s scanner) (*dtma.Instance, error) {
 		account                                    sql.NullString
 		status, docker, desired, pending, tracking string
 		ports, spec                                string
-		started, finished                          sql.NullInt64
+		started, finished, healthChanged           sql.NullInt64
 		created, updated                           int64
+		health                                     string
 	)
 	if err := s.Scan(&inst.ID, &inst.HostID, &inst.Name, &account, &inst.ContainerName, &inst.ContainerID,
 		&status, &docker, &ports, &spec, &inst.SpecHash, &desired, &pending, &tracking,
-		&inst.LastError, &started, &finished, &inst.ExitCode, &inst.RestartCount, &created, &updated); err != nil {
+		&inst.LastError, &started, &finished, &inst.ExitCode, &inst.RestartCount, &created, &updated,
+		&health, &inst.Health.LastError, &healthChanged); err != nil {
 		return nil, err
 	}
+	inst.Health.State, inst.Health.ChangedAt = dtma.HealthState(health), timeOf(healthChanged)
 	inst.AccountToolInstanceID = account.String
 	inst.Status, inst.DockerStatus = dtma.Status(status), dtma.DockerState(docker)
 	inst.DesiredState, inst.PendingOp, inst.Tracking = dtma.DesiredState(desired), dtma.Op(pending), dtma.Tracking(tracking)

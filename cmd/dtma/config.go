@@ -57,6 +57,10 @@ type config struct {
 	MaxConnections          int           // served at once
 	AuthFailureLimit        int           // per source and minute; 0 = off
 
+	// Health checks and the event stream (issue 9).
+	HealthConcurrency int // probes in flight at once
+	EventBuffer       int // events kept for Last-Event-ID
+
 	// Tool confinement (see docs/SECURITY.md).
 	DefaultLimits    dtma.Limits
 	MaxLimits        dtma.Limits
@@ -137,6 +141,8 @@ var serveSettings = []setting{
 	{"http-read-timeout", "30s", "time a client has to send one request's headers and body", []string{"DTMA_HTTP_READ_TIMEOUT"}, kindDuration},
 	{"max-connections", "1024", "HTTP connections served at once (more wait in the backlog)", []string{"DTMA_MAX_CONNECTIONS"}, kindInt},
 	{"auth-failure-limit", "10", "failed authentications per source address and minute before 429 (0: no limit)", []string{"DTMA_AUTH_FAILURE_LIMIT"}, kindInt},
+	{"health-concurrency", "32", "health probes in flight at once (more wait for a slot; each probe's timeout starts with its slot)", []string{"DTMA_HEALTH_CONCURRENCY"}, kindInt},
+	{"event-buffer", "1024", "instance events kept for GET /v1/events resumption (Last-Event-ID); older ids get a resync event", []string{"DTMA_EVENT_BUFFER"}, kindInt},
 }
 
 // registrySettings are the subset the registry commands use.
@@ -372,6 +378,12 @@ func loadHTTPHardening(cmd *cobra.Command, s *streams, c *config, bad func(name,
 		bad("auth-failure-limit", "must be a whole number (0 turns the limit off)")
 	}
 	c.AuthFailureLimit = n
+	if c.HealthConcurrency = num("health-concurrency"); c.HealthConcurrency < 1 {
+		bad("health-concurrency", "must be at least 1")
+	}
+	if c.EventBuffer = num("event-buffer"); c.EventBuffer < 1 {
+		bad("event-buffer", "must be at least 1")
+	}
 }
 
 func parseRange(v string) (int, int, bool) {

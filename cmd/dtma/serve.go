@@ -17,9 +17,11 @@ import (
 	"github.com/agentopia/dtma"
 	"github.com/agentopia/dtma/agent"
 	"github.com/agentopia/dtma/docker"
+	"github.com/agentopia/dtma/health"
 	"github.com/agentopia/dtma/heartbeat"
 	dtmahttp "github.com/agentopia/dtma/http"
 	"github.com/agentopia/dtma/mcpbridge"
+	"github.com/agentopia/dtma/metrics"
 	"github.com/agentopia/dtma/procfs"
 	"github.com/spf13/cobra"
 )
@@ -85,6 +87,13 @@ func serve(ctx context.Context, c *config, s *streams) error {
 		return err
 	}
 	defer reg.Close()
+	prom := metrics.New()
+	prom.ResyncInterval.Set(c.ResyncInterval.Seconds())
+	backend := "sqlite"
+	if strings.HasPrefix(c.RegistryURL, "postgres") {
+		backend = "postgres"
+	}
+	mreg := prom.WrapRegistry(reg, backend)
 
 	rt, err := docker.New(docker.Options{
 		Host:             c.DockerHost,
@@ -104,6 +113,25 @@ func serve(ctx context.Context, c *config, s *streams) error {
 	// The stdio instances' bridges live as long as the agent serves.
 	bridges := mcpbridge.NewHost(ctx, rt, mcpbridge.Config{Logger: log, AllowedOrigins: c.MCPOrigins})
 	defer bridges.Close()
+	// Instance events: the agent's view publishes every change to the
+	// hub (GET /v1/events) and wakes the health monitor.
+	hub := &dtmahttp.EventHub{
+		Buffer:        c.EventBuffer,
+		OnDrop:        prom.EventsDropped.Inc,
+		OnSubscribers: func(n int) { prom.EventsSubscribers.Set(float64(n)) },
+	}
+	// Health checks: the prober dials tools' published ports; the monitor
+	// keeps its targets in step with the agent's instances and records
+	// transitions through the agent's view; svc shows the live health on
+	// every read (v1, legacy, heartbeat, /metrics, the dashboard).
+	prober := health.New(health.Config{
+		Concurrency: c.HealthConcurrency,
+		Logger:      log,
+		OnProbe: func(t dtma.CheckType, result string, latency time.Duration) {
+			prom.Probe(string(t), result, latency)
+		},
+	})
+	mon := health.NewMonitor(prober)
 
 	ag, err := agent.New(ctx, agent.Config{
 		Version:           version,
@@ -122,18 +150,30 @@ func serve(ctx context.Context, c *config, s *streams) error {
 		Registries:        &dtma.RegistryPolicy{Allow: c.RegistryAllow, Deny: c.RegistryDeny},
 		Bridges:           bridges,
 		StdioImages:       c.StdioImages,
-	}, reg, rt)
+		Events:            dtma.EventSinks{hub, mon},
+		Observer:          prom,
+	}, mreg, prom.WrapRuntime(rt))
 	if err != nil {
 		return err
 	}
 	metrics := procfs.Source{}
+	mon.List = ag.ListInstances // clones: the monitor overlays live health on them
+	mon.Record = ag.RecordHealth
+	mon.Restart = ag.RestartUnhealthy
+	mon.OnRestart = prom.UnhealthyRestarts.Inc
+	mon.Logger = log
+	mon.BridgeHostIP = c.DefaultHostIP
+	mon.SyncEvery = 2 * time.Second // a safety net: the view's events wake it at once
+	svc := &health.Service{InstanceService: ag, Prober: prober}
 	srv := &dtmahttp.Server{
-		Service:      ag,
+		Service:      svc,
 		Metrics:      metrics,
 		Version:      version,
 		Logger:       log,
 		Tokens:       c.Tokens,
 		PublicStatus: c.PublicStatus,
+		Prometheus:   prom.Registry,
+		Events:       hub,
 
 		LegacyPortConflict: c.LegacyPorts,
 		Environment: dtmahttp.LegacyEnvironment{
@@ -169,6 +209,11 @@ func serve(ctx context.Context, c *config, s *streams) error {
 		defer wg.Done()
 		_ = ag.Run(ctx)
 	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		mon.Run(ctx)
+	}()
 	if certs != nil {
 		wg.Add(1)
 		go func() {
@@ -183,11 +228,12 @@ func serve(ctx context.Context, c *config, s *streams) error {
 			Interval:  c.HeartbeatEvery,
 			Timeout:   15 * time.Second,
 			Version:   version,
-			Instances: ag.ListInstances,
+			Instances: svc.ListInstances,
 			Metrics:   metrics,
 			Log:       log,
 
 			RuntimeDetails: c.HeartbeatRTD,
+			OnSend:         prom.Heartbeat,
 		}
 		wg.Add(1)
 		go func() {

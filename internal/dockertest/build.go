@@ -36,5 +36,5 @@ func BuildImage(ctx context.Context, c *client.Client, buildContext []byte, tag 
 // image with that tag exists and returns the tag, or the error of the
 // build.
 func BuildEchoImage(ctx context.Context, c *client.Client) (string, error) {
-	return buildEchoImage(ctx, c)
+	return buildImage(ctx, c, "echo", EchoImageRepo)
 }

@@ -43,8 +43,11 @@ const TestLabel = "dtma.test"
 // first 12 hex digits of the SHA-256 of the echo binary.
 const EchoImageRepo = "dtma-test-echo"
 
-// echoPkg is the import path of the echo program.
-const echoPkg = "github.com/agentopia/dtma/internal/testimage/echo"
+// MCPImageRepo is the repository of the MCP fixture image (MCPImage).
+const MCPImageRepo = "dtma-test-mcp"
+
+// testimagePkg is the import path of the test programs' parent directory.
+const testimagePkg = "github.com/agentopia/dtma/internal/testimage/"
 
 // Client returns a Docker client (DOCKER_HOST or the default socket, API
 // version negotiated) after pinging the daemon. When the daemon does not
@@ -206,7 +209,7 @@ func EchoImage(tb testing.TB) string {
 	echoImage.once.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
-		echoImage.tag, echoImage.err = buildEchoImage(ctx, c)
+		echoImage.tag, echoImage.err = buildImage(ctx, c, "echo", EchoImageRepo)
 	})
 	if echoImage.err != nil {
 		tb.Fatalf("echo test image: %v", echoImage.err)
@@ -214,22 +217,45 @@ func EchoImage(tb testing.TB) string {
 	return echoImage.tag
 }
 
-// buildEchoImage compiles the echo program and makes sure an image tagged
-// with the binary's hash exists.
-func buildEchoImage(ctx context.Context, c *client.Client) (string, error) {
-	bin, err := buildEchoBinary(ctx)
+var mcpImage struct {
+	once sync.Once
+	tag  string
+	err  error
+}
+
+// MCPImage returns the tag ("dtma-test-mcp:<12 hex>") of a FROM scratch
+// image running the MCP fixture server of internal/testimage/mcp, built
+// and shared like EchoImage's.
+func MCPImage(tb testing.TB) string {
+	tb.Helper()
+	c := Client(tb)
+	mcpImage.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		mcpImage.tag, mcpImage.err = buildImage(ctx, c, "mcp", MCPImageRepo)
+	})
+	if mcpImage.err != nil {
+		tb.Fatalf("mcp test image: %v", mcpImage.err)
+	}
+	return mcpImage.tag
+}
+
+// buildImage compiles the program internal/testimage/<prog> and makes sure
+// an image <repo>:<binary hash> exists.
+func buildImage(ctx context.Context, c *client.Client, prog, repo string) (string, error) {
+	bin, err := buildBinary(ctx, prog)
 	if err != nil {
 		return "", err
 	}
 	sum := sha256.Sum256(bin)
-	tag := EchoImageRepo + ":" + hex.EncodeToString(sum[:])[:12]
+	tag := repo + ":" + hex.EncodeToString(sum[:])[:12]
 
 	if ok, err := imageExists(ctx, c, tag); err != nil || ok {
 		return tag, err
 	}
 
 	// Serialise with other test processes building the same tag.
-	unlock, err := lockFile(filepath.Join(os.TempDir(), "dtma-test-echo-"+hex.EncodeToString(sum[:])[:12]+".lock"))
+	unlock, err := lockFile(filepath.Join(os.TempDir(), repo+"-"+hex.EncodeToString(sum[:])[:12]+".lock"))
 	if err != nil {
 		return "", err
 	}
@@ -238,7 +264,7 @@ func buildEchoImage(ctx context.Context, c *client.Client) (string, error) {
 		return tag, err
 	}
 
-	buildCtx, err := echoBuildContext(bin)
+	buildCtx, err := buildContext(bin, prog)
 	if err != nil {
 		return "", err
 	}
@@ -264,47 +290,47 @@ func buildEchoImage(ctx context.Context, c *client.Client) (string, error) {
 	return "", fmt.Errorf("build image %s: %w", tag, buildErr)
 }
 
-// buildEchoBinary builds the echo program statically and returns its bytes.
-func buildEchoBinary(ctx context.Context) ([]byte, error) {
-	dir, err := echoSourceDir(ctx)
+// buildBinary builds the test program prog statically and returns its bytes.
+func buildBinary(ctx context.Context, prog string) ([]byte, error) {
+	dir, err := sourceDir(ctx, prog)
 	if err != nil {
 		return nil, err
 	}
-	out, err := os.MkdirTemp("", "dtma-echo-")
+	out, err := os.MkdirTemp("", "dtma-"+prog+"-")
 	if err != nil {
 		return nil, fmt.Errorf("temp dir: %w", err)
 	}
 	defer os.RemoveAll(out)
-	binPath := filepath.Join(out, "echo")
+	binPath := filepath.Join(out, prog)
 	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", binPath, ".")
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("go build %s: %w\n%s", echoPkg, err, b)
+		return nil, fmt.Errorf("go build %s: %w\n%s", testimagePkg+prog, err, b)
 	}
 	return os.ReadFile(binPath)
 }
 
-// echoSourceDir finds internal/testimage/echo: next to this source file when
+// sourceDir finds internal/testimage/<prog>: next to this source file when
 // the path is known (tests are not built with -trimpath), else via go list.
-func echoSourceDir(ctx context.Context) (string, error) {
+func sourceDir(ctx context.Context, prog string) (string, error) {
 	if _, file, _, ok := runtime.Caller(0); ok && filepath.IsAbs(file) {
-		dir := filepath.Join(filepath.Dir(file), "..", "testimage", "echo")
+		dir := filepath.Join(filepath.Dir(file), "..", "testimage", prog)
 		if _, err := os.Stat(filepath.Join(dir, "main.go")); err == nil {
 			return dir, nil
 		}
 	}
-	out, err := exec.CommandContext(ctx, "go", "list", "-f", "{{.Dir}}", echoPkg).Output()
+	out, err := exec.CommandContext(ctx, "go", "list", "-f", "{{.Dir}}", testimagePkg+prog).Output()
 	if err != nil {
-		return "", fmt.Errorf("locate %s: %w", echoPkg, err)
+		return "", fmt.Errorf("locate %s: %w", testimagePkg+prog, err)
 	}
 	return strings.TrimSpace(string(out)), nil
 }
 
-// echoBuildContext returns an in-memory tar holding the Dockerfile and the
+// buildContext returns an in-memory tar holding the Dockerfile and the
 // binary.
-func echoBuildContext(bin []byte) ([]byte, error) {
-	const dockerfile = "FROM scratch\nCOPY echo /echo\nENTRYPOINT [\"/echo\"]\n"
+func buildContext(bin []byte, prog string) ([]byte, error) {
+	dockerfile := "FROM scratch\nCOPY " + prog + " /" + prog + "\nENTRYPOINT [\"/" + prog + "\"]\n"
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	files := []struct {
@@ -313,7 +339,7 @@ func echoBuildContext(bin []byte) ([]byte, error) {
 		data []byte
 	}{
 		{"Dockerfile", 0o644, []byte(dockerfile)},
-		{"echo", 0o755, bin},
+		{prog, 0o755, bin},
 	}
 	for _, f := range files {
 		hdr := &tar.Header{Name: f.name, Mode: f.mode, Size: int64(len(f.data)), Typeflag: tar.TypeReg}

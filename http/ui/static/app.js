@@ -37,12 +37,23 @@
     if (updated) updated.textContent = 'Updated ' + new Date().toLocaleTimeString();
   }
 
-  // changes() is the source of "something may have changed" signals. It
-  // polls today; when the agent serves an event stream (/v1/events) only
-  // this function changes: an EventSource calling onChange per event.
+  // changes() is the source of "something may have changed" signals: the
+  // agent's instance event stream (/v1/events, served to the page as
+  // /ui/api/events), so a change shows at once; and a poll every POLL_MS as
+  // the safety net (host metrics change without events; a stream being
+  // re-established misses nothing).
   function changes(onChange) {
     var timer = setInterval(onChange, POLL_MS);
-    return function stop() { clearInterval(timer); };
+    var es = null;
+    if (window.EventSource) {
+      es = new EventSource('/ui/api/events');
+      es.addEventListener('instance', function () { onChange(); });
+      es.addEventListener('resync', function () { onChange(); });
+    }
+    return function stop() {
+      clearInterval(timer);
+      if (es) es.close();
+    };
   }
 
   // A live region: an element whose data-live URL serves its inner HTML

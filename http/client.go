@@ -299,22 +299,3 @@ func errorFromBody(status int, data []byte) error {
 	}
 	return &APIError{Status: status, plain: true, Err: &dtma.Error{Code: codeOf(status), Message: fmt.Sprintf("HTTP %d: %s", status, msg)}}
 }
-
-// codeOf is statusOf's inverse.
-func codeOf(status int) string {
-	switch status {
-	case http.StatusBadRequest:
-		return dtma.EINVALID
-	case http.StatusUnauthorized:
-		return dtma.EUNAUTHORIZED
-	case http.StatusForbidden:
-		return dtma.EFORBIDDEN
-	case http.StatusNotFound:
-		return dtma.ENOTFOUND
-	case http.StatusConflict:
-		return dtma.ECONFLICT
-	case http.StatusServiceUnavailable:
-		return dtma.EUNAVAILABLE
-	}
-	return dtma.EINTERNAL
-}

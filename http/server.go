@@ -416,27 +416,37 @@ func (s *Server) allowedMethods(mux *http.ServeMux, r *http.Request) []string {
 // envelope) rather than the legacy one.
 func isV1(r *http.Request) bool { return strings.HasPrefix(r.URL.Path, "/v1/") }
 
-// statusOf maps a dtma error code to its HTTP status.
+// codeStatuses is the one table of dtma error codes and their HTTP
+// statuses: the server answers with it (statusOf), the client reads
+// answers without a v1 error body with it (codeOf).
+var codeStatuses = map[string]int{
+	dtma.EINVALID:      http.StatusBadRequest,
+	dtma.EUNAUTHORIZED: http.StatusUnauthorized,
+	dtma.EFORBIDDEN:    http.StatusForbidden,
+	dtma.ENOTFOUND:     http.StatusNotFound,
+	dtma.ECONFLICT:     http.StatusConflict,
+	dtma.EMETHOD:       http.StatusMethodNotAllowed,
+	dtma.ERATELIMITED:  http.StatusTooManyRequests,
+	dtma.EUNAVAILABLE:  http.StatusServiceUnavailable,
+}
+
+// statusOf maps a dtma error code to its HTTP status (500 for EINTERNAL
+// and any code it does not know).
 func statusOf(code string) int {
-	switch code {
-	case dtma.EINVALID:
-		return http.StatusBadRequest
-	case dtma.EUNAUTHORIZED:
-		return http.StatusUnauthorized
-	case dtma.EFORBIDDEN:
-		return http.StatusForbidden
-	case dtma.ENOTFOUND:
-		return http.StatusNotFound
-	case dtma.ECONFLICT:
-		return http.StatusConflict
-	case dtma.EMETHOD:
-		return http.StatusMethodNotAllowed
-	case dtma.ERATELIMITED:
-		return http.StatusTooManyRequests
-	case dtma.EUNAVAILABLE:
-		return http.StatusServiceUnavailable
+	if st, ok := codeStatuses[code]; ok {
+		return st
 	}
 	return http.StatusInternalServerError
+}
+
+// codeOf is statusOf's inverse: EINTERNAL for a status no code has.
+func codeOf(status int) string {
+	for code, st := range codeStatuses {
+		if st == status {
+			return code
+		}
+	}
+	return dtma.EINTERNAL
 }
 
 // writeError answers err in the envelope of the request's face: v1

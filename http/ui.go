@@ -1,7 +1,6 @@
 package http
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -429,28 +428,7 @@ func (d *dashboard) handleLogs(w http.ResponseWriter, r *http.Request, _ uiSessi
 		return
 	}
 	defer rc.Close()
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.WriteHeader(http.StatusOK)
-	flusher, _ := w.(http.Flusher)
-	if flusher != nil {
-		flusher.Flush()
-	}
-	br := bufio.NewReader(rc)
-	for {
-		line, err := br.ReadBytes('\n')
-		if len(line) > 0 {
-			if _, werr := w.Write(line); werr != nil {
-				return
-			}
-			if opts.Follow && flusher != nil {
-				flusher.Flush()
-			}
-		}
-		if err != nil {
-			if !errors.Is(err, io.EOF) && r.Context().Err() == nil {
-				d.s.Logger.Debug("ui logs stream ended", "err", err)
-			}
-			return
-		}
+	if err := streamLogs(w, rc, opts.Follow); err != nil && !errors.Is(err, io.EOF) && r.Context().Err() == nil {
+		d.s.Logger.Debug("ui logs stream ended", "err", err)
 	}
 }

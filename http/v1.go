@@ -232,12 +232,20 @@ func (s *Server) handleV1Logs(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer rc.Close()
+	_ = streamLogs(w, rc, opts.Follow)
+}
+
+// streamLogs answers 200 with rc as plain text: copied whole, or with
+// follow line by line, each flushed at once. It returns the error that
+// ended the stream (io.EOF when the logs ended; a write error when the
+// client left).
+func streamLogs(w http.ResponseWriter, rc io.Reader, follow bool) error {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(http.StatusOK)
-	if !opts.Follow {
-		_, _ = io.Copy(w, rc)
-		return
+	if !follow {
+		_, err := io.Copy(w, rc)
+		return err
 	}
 	flusher, _ := w.(http.Flusher)
 	if flusher != nil {
@@ -248,14 +256,14 @@ func (s *Server) handleV1Logs(w http.ResponseWriter, r *http.Request) {
 		line, err := br.ReadBytes('\n')
 		if len(line) > 0 {
 			if _, werr := w.Write(line); werr != nil {
-				return
+				return werr
 			}
 			if flusher != nil {
 				flusher.Flush()
 			}
 		}
 		if err != nil {
-			return
+			return err
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/agentopia/dtma"
 	dtmahttp "github.com/agentopia/dtma/http"
@@ -30,6 +31,7 @@ func newDeployCommand(s *streams) *cobra.Command {
 		envs, envFiles, ports       []string
 		regUser                     string
 		regPassStdin, regTokenStdin bool
+		hf                          healthFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "deploy IMAGE --name NAME",
@@ -51,6 +53,9 @@ to the agent only; they are never printed.`,
 			if o.req.Name == "" {
 				return usageError(fmt.Errorf("--name: required"))
 			}
+			if o.req.Health, err = hf.request(); err != nil {
+				return usageError(err)
+			}
 			if o.req.RegistryAuth, err = registryAuth(cmd, s, regUser, regPassStdin, regTokenStdin); err != nil {
 				return usageError(err)
 			}
@@ -71,9 +76,51 @@ to the agent only; they are never printed.`,
 	f.StringVar(&regUser, "registry-user", "", "username for a private registry (password from DTMA_REGISTRY_PASSWORD or --registry-password-stdin)")
 	f.BoolVar(&regPassStdin, "registry-password-stdin", false, "read the registry password (or access token) from stdin")
 	f.BoolVar(&regTokenStdin, "registry-identity-token-stdin", false, "read a registry identity token from stdin")
+	f.StringVar(&hf.check, "health", "", "health check: none, tcp, http[:PATH] or mcp[:PATH] (default: the agent's — tcp on the first published tcp port)")
+	f.IntVar(&hf.port, "health-port", 0, "container port the check dials (default: the first published tcp port)")
+	f.DurationVar(&hf.interval, "health-interval", 0, "time between checks (default 10s)")
+	f.DurationVar(&hf.timeout, "health-timeout", 0, "time one check may take (default 5s)")
+	f.IntVar(&hf.retries, "health-retries", 0, "failures in a row that make the tool unhealthy (default 3)")
+	f.DurationVar(&hf.startPeriod, "health-start-period", 0, "failures during this time after a start do not count")
+	f.BoolVar(&hf.restart, "health-restart", false, "restart the container when it turns unhealthy (on_unhealthy: restart)")
 	addClientFlags(cmd)
 	addOutputFlags(cmd, &o.output)
 	return cmd
+}
+
+// healthFlags are the --health* flags of `dtma deploy`.
+type healthFlags struct {
+	check                          string
+	port, retries                  int
+	interval, timeout, startPeriod time.Duration
+	restart                        bool
+}
+
+// request returns the v1 health object the flags ask for: nil when no
+// --health* flag is set (the agent's default check), an error naming the
+// flag for a check type it cannot be. The agent validates the rest.
+func (h healthFlags) request() (*dtmahttp.HealthCheckRequest, error) {
+	if h == (healthFlags{}) {
+		return nil, nil
+	}
+	typ, path, _ := strings.Cut(strings.TrimSpace(h.check), ":")
+	switch typ {
+	case "":
+		return nil, fmt.Errorf("--health: required with the other --health-* flags (none, tcp, http[:PATH] or mcp[:PATH])")
+	case "none", "tcp":
+		if path != "" {
+			return nil, fmt.Errorf("--health: a %s check has no path", typ)
+		}
+	case "http", "mcp":
+	default:
+		return nil, fmt.Errorf("--health: %q is not none, tcp, http[:PATH] or mcp[:PATH]", typ)
+	}
+	r := &dtmahttp.HealthCheckRequest{Type: typ, Path: path, Port: h.port, Retries: h.retries,
+		Interval: h.interval.Seconds(), Timeout: h.timeout.Seconds(), StartPeriod: h.startPeriod.Seconds()}
+	if h.restart {
+		r.OnUnhealthy = "restart"
+	}
+	return r, nil
 }
 
 // runDeploy sends the deploy, shows the agent's pull progress on stderr

@@ -102,3 +102,45 @@ func TestDeployErrors(t *testing.T) {
 		t.Errorf("agent refusal: err %v (%q), exit %d", err, cliMessage(err), exitCode(err))
 	}
 }
+
+// TestDeployHealthFlags: --health and its companions become the v1 health
+// object; without them the request carries none (the agent's default);
+// a type it cannot be is a usage error (exit 2) and nothing is sent.
+func TestDeployHealthFlags(t *testing.T) {
+	f := newFakeAgent(t)
+	f.handle("POST", "/v1/instances", 201, testInstances("h1")[1])
+	_, _, err := runCLI(t, f.env(), "deploy", "img:1", "--name", "beta tool", "-p", "8080",
+		"--health", "mcp:/mcp", "--health-interval", "2s", "--health-timeout", "500ms", "--health-retries", "2",
+		"--health-start-period", "10s", "--health-restart")
+	if err != nil {
+		t.Fatalf("deploy: %v", err)
+	}
+	_, _, err = runCLI(t, f.env(), "deploy", "img:1", "--name", "beta tool")
+	if err != nil {
+		t.Fatalf("deploy without health flags: %v", err)
+	}
+	reqs := f.requests()
+	if len(reqs) != 2 {
+		t.Fatalf("%d requests, want 2", len(reqs))
+	}
+	var with, without dtmahttp.DeployRequest
+	if json.Unmarshal(reqs[0].Body, &with) != nil || json.Unmarshal(reqs[1].Body, &without) != nil {
+		t.Fatal("request bodies are not JSON")
+	}
+	want := &dtmahttp.HealthCheckRequest{Type: "mcp", Path: "/mcp", Interval: 2, Timeout: 0.5, Retries: 2, StartPeriod: 10, OnUnhealthy: "restart"}
+	if !reflect.DeepEqual(with.Health, want) {
+		t.Errorf("health = %+v, want %+v", with.Health, want)
+	}
+	if without.Health != nil {
+		t.Errorf("no --health flag sent health %+v", without.Health)
+	}
+	for _, args := range [][]string{{"--health", "ping"}, {"--health", "tcp:/x"}, {"--health-retries", "3"}} {
+		_, _, err := runCLI(t, f.env(), append([]string{"deploy", "img:1", "--name", "x"}, args...)...)
+		if err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), "--health") {
+			t.Errorf("%v: err %v (exit %d), want a usage error naming --health", args, err, exitCode(err))
+		}
+	}
+	if n := len(f.requests()); n != 2 {
+		t.Errorf("%d requests after the refused ones, want 2", n)
+	}
+}

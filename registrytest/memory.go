@@ -212,29 +212,22 @@ func (r *Memory) UpdateInstance(_ context.Context, inst *dtma.Instance) error {
 
 // UpdateObserved implements dtma.Registry.
 func (r *Memory) UpdateObserved(_ context.Context, id string, o dtma.Observed) (bool, error) {
-	if err := r.check(OpUpdateObserved); err != nil {
-		return false, err
-	}
-	r.store.mu.Lock()
-	defer r.store.mu.Unlock()
-	old, ok := r.store.rows[id]
-	if !ok || old.HostID != r.host {
-		return false, dtma.Errorf(dtma.ENOTFOUND, "instance %s not found", id)
-	}
-	probe := old.Clone()
-	probe.Observed = o
-	probe = Normalize(probe)
-	if probe.Observed == old.Observed {
-		return false, nil
-	}
-	probe.UpdatedAt = memNow()
-	r.store.rows[id] = probe
-	return true, nil
+	return r.updateIfChanged(OpUpdateObserved, id, func(c *dtma.Instance) { c.Observed = o },
+		func(a, b *dtma.Instance) bool { return a.Observed == b.Observed })
 }
 
 // UpdateHealth implements dtma.Registry.
 func (r *Memory) UpdateHealth(_ context.Context, id string, h dtma.HealthStatus) (bool, error) {
-	if err := r.check(OpUpdateHealth); err != nil {
+	return r.updateIfChanged(OpUpdateHealth, id, func(c *dtma.Instance) { c.Health = h },
+		func(a, b *dtma.Instance) bool { return a.Health == b.Health })
+}
+
+// updateIfChanged applies set to a copy of row id in its stored form and
+// writes it (stamping UpdatedAt) only when same reports a difference from
+// the stored row, as the stores' UpdateObserved and UpdateHealth do.
+// ENOTFOUND when this host has no such row.
+func (r *Memory) updateIfChanged(op, id string, set func(*dtma.Instance), same func(a, b *dtma.Instance) bool) (bool, error) {
+	if err := r.check(op); err != nil {
 		return false, err
 	}
 	r.store.mu.Lock()
@@ -244,9 +237,9 @@ func (r *Memory) UpdateHealth(_ context.Context, id string, h dtma.HealthStatus)
 		return false, dtma.Errorf(dtma.ENOTFOUND, "instance %s not found", id)
 	}
 	probe := old.Clone()
-	probe.Health = h
+	set(probe)
 	probe = Normalize(probe)
-	if probe.Health == old.Health {
+	if same(probe, old) {
 		return false, nil
 	}
 	probe.UpdatedAt = memNow()

@@ -2,16 +2,10 @@ package e2e
 
 import (
 	"bufio"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -25,6 +19,7 @@ import (
 	"time"
 
 	"github.com/agentopia/dtma/internal/dockertest"
+	"github.com/agentopia/dtma/internal/tlstest"
 )
 
 // Issue 14, item 2 and parts of 7 and 8: nothing an unauthenticated
@@ -351,33 +346,13 @@ func TestMethodNotAllowed405(t *testing.T) {
 // common name and its key to certFile and keyFile.
 func selfSigned(t *testing.T, cn, certFile, keyFile string) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: cn},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	certPEM, keyPEM := tlstest.SelfSigned(t, cn)
 	// Written to temporary names and renamed, as a certificate tool would,
 	// so that a reload never reads half a file.
 	for _, f := range []struct {
 		path string
 		data []byte
-	}{{certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}, {keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb})}} {
+	}{{certFile, certPEM}, {keyFile, keyPEM}} {
 		if err := os.WriteFile(f.path+".tmp", f.data, 0o600); err != nil {
 			t.Fatal(err)
 		}

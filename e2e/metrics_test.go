@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,10 +14,9 @@ import (
 
 	"github.com/agentopia/dtma"
 	"github.com/agentopia/dtma/internal/pgtest"
+	"github.com/agentopia/dtma/internal/promtest"
 	"github.com/moby/moby/client"
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 )
 
 // rulesDir is deploy/prometheus in the source tree.
@@ -31,40 +29,12 @@ func rulesDir(t *testing.T) string {
 // scrape GETs /metrics and parses it with the client library's parser.
 func scrape(t *testing.T, a *Agent) map[string]*dto.MetricFamily {
 	t.Helper()
-	r := a.Expect(200, "GET", "/metrics", nil)
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(strings.NewReader(string(r.Body)))
-	if err != nil {
-		t.Fatalf("parse /metrics: %v", err)
-	}
-	return fams
+	return promtest.Parse(t, string(a.Expect(200, "GET", "/metrics", nil).Body))
 }
 
-// sample returns the value of the series of family name with exactly
-// labels (a histogram's sample count), and whether there is one.
+// sample is promtest.Value.
 func sample(fams map[string]*dto.MetricFamily, name string, labels map[string]string) (float64, bool) {
-	f := fams[name]
-	if f == nil {
-		return 0, false
-	}
-	for _, m := range f.Metric {
-		got := map[string]string{}
-		for _, l := range m.Label {
-			got[l.GetName()] = l.GetValue()
-		}
-		if !maps.Equal(got, labels) && !(len(got) == 0 && len(labels) == 0) {
-			continue
-		}
-		switch {
-		case m.Counter != nil:
-			return m.Counter.GetValue(), true
-		case m.Gauge != nil:
-			return m.Gauge.GetValue(), true
-		case m.Histogram != nil:
-			return float64(m.Histogram.GetSampleCount()), true
-		}
-	}
-	return 0, false
+	return promtest.Value(fams, name, labels)
 }
 
 // TestAlertRulesPromtool runs the rules' unit tests with promtool.

@@ -3,7 +3,6 @@ package http
 import (
 	"context"
 	"io"
-	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -11,47 +10,19 @@ import (
 	"time"
 
 	"github.com/agentopia/dtma"
+	"github.com/agentopia/dtma/internal/promtest"
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 )
 
-// parseMetrics parses a text exposition with the client library's parser.
+// parseMetrics is promtest.Parse.
 func parseMetrics(t *testing.T, body string) map[string]*dto.MetricFamily {
 	t.Helper()
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(strings.NewReader(body))
-	if err != nil {
-		t.Fatalf("parse /metrics: %v\n%s", err, body)
-	}
-	return fams
+	return promtest.Parse(t, body)
 }
 
-// metricValue returns the value of the series of family name whose labels
-// are exactly labels: a counter's or gauge's value, a histogram's sample
-// count.
+// metricValue is promtest.Value.
 func metricValue(fams map[string]*dto.MetricFamily, name string, labels map[string]string) (float64, bool) {
-	f := fams[name]
-	if f == nil {
-		return 0, false
-	}
-	for _, m := range f.Metric {
-		got := map[string]string{}
-		for _, l := range m.Label {
-			got[l.GetName()] = l.GetValue()
-		}
-		if len(labels) == 0 && len(got) == 0 || maps.Equal(got, labels) {
-			switch {
-			case m.Counter != nil:
-				return m.Counter.GetValue(), true
-			case m.Gauge != nil:
-				return m.Gauge.GetValue(), true
-			case m.Histogram != nil:
-				return float64(m.Histogram.GetSampleCount()), true
-			}
-		}
-	}
-	return 0, false
+	return promtest.Value(fams, name, labels)
 }
 
 // fakeService is a fixed InstanceService for routing tests of the HTTP

@@ -1,27 +1,10 @@
 package dtma
 
 import (
-	"strings"
 	"testing"
+
+	"github.com/agentopia/dtma/internal/backendtest"
 )
-
-// backendEnum is the backend's status_on_toolbox enum (the reference's
-// list); a heartbeat word outside it fails the backend's update.
-var backendEnum = strings.Split("pending_install installing active error_install pending_uninstall uninstalling uninstalled error_uninstall pending_config stopped starting stopping error_runtime disabled pending_deploy deploying running error pending_delete deleting", " ")
-
-// backendStatusMapping is the backend's GET /status mapping, as its source
-// applies it.
-func backendStatusMapping(status string) string {
-	switch strings.ToUpper(status) {
-	case "PENDING", "STARTING", "STOPPING":
-		return "deploying"
-	case "RUNNING":
-		return "running"
-	case "STOPPED":
-		return "stopped"
-	}
-	return "error"
-}
 
 func TestBackendWords(t *testing.T) {
 	tests := []struct {
@@ -53,30 +36,21 @@ func TestBackendWords(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			inst := &Instance{Status: tt.status, Observed: Observed{DockerStatus: tt.docker}}
 			b := BackendStatus(inst)
-			if got := backendStatusMapping(b); got != tt.backend {
+			if got := backendtest.MapStatus(b); got != tt.backend {
 				t.Errorf("BackendStatus = %q, which the backend shows as %q; want %q", b, got, tt.backend)
 			}
-			if !contains(backendEnum, b) {
+			if !backendtest.InEnum(b) {
 				t.Errorf("BackendStatus = %q is not a word of the backend's enum", b)
 			}
 			h := HeartbeatStatus(inst)
 			if h != tt.heartbeat {
 				t.Errorf("HeartbeatStatus = %q, want %q", h, tt.heartbeat)
 			}
-			if !contains(backendEnum, h) {
+			if !backendtest.InEnum(h) {
 				t.Errorf("HeartbeatStatus = %q is not a word of the backend's enum", h)
 			}
 		})
 	}
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // TestBackendWordsHealth: a running tool that fails its health check is
@@ -98,10 +72,10 @@ func TestBackendWordsHealth(t *testing.T) {
 	} {
 		inst := &Instance{Status: tt.status, Observed: Observed{DockerStatus: tt.docker}, Health: HealthStatus{State: tt.health}}
 		b, h := BackendStatus(inst), HeartbeatStatus(inst)
-		if got := backendStatusMapping(b); got != tt.backend || !contains(backendEnum, b) {
+		if got := backendtest.MapStatus(b); got != tt.backend || !backendtest.InEnum(b) {
 			t.Errorf("%s: BackendStatus = %q, shown as %q; want %q", tt.name, b, got, tt.backend)
 		}
-		if h != tt.heartbeat || !contains(backendEnum, h) {
+		if h != tt.heartbeat || !backendtest.InEnum(h) {
 			t.Errorf("%s: HeartbeatStatus = %q, want %q", tt.name, h, tt.heartbeat)
 		}
 	}

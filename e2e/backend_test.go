@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/agentopia/dtma"
+	"github.com/agentopia/dtma/internal/backendtest"
 	"github.com/agentopia/dtma/internal/dockertest"
 	"github.com/moby/moby/client"
 )
@@ -81,19 +82,6 @@ func backendOK(t *testing.T, a *Agent, want int, method, path string, body any) 
 		t.Fatalf("%s %s: a %d without a JSON body fails the backend's response.json(): %v\n%s", method, path, r.Status, err, r.Body)
 	}
 	return m
-}
-
-// backendMapStatus is the backend's mapping of tool_instances[].status.
-func backendMapStatus(status string) string {
-	switch strings.ToUpper(status) {
-	case "PENDING", "STARTING", "STOPPING":
-		return "deploying"
-	case "RUNNING":
-		return "running"
-	case "STOPPED":
-		return "stopped"
-	}
-	return "error"
 }
 
 // encodeURIComponent is JavaScript's: everything but A-Z a-z 0-9 - _ . ! ~ * ' ( )
@@ -227,7 +215,7 @@ func TestBackendPathB(t *testing.T) {
 		sb := backendOK(t, a, 200, "GET", path, nil)
 		for _, tl := range tools {
 			e := statusEntry(t, sb, tl.name)
-			if publicPort(t, e["ports"]) != ports[tl.name] || e["container_id"] != ids[tl.name] || backendMapStatus(str(e["status"])) != "running" {
+			if publicPort(t, e["ports"]) != ports[tl.name] || e["container_id"] != ids[tl.name] || backendtest.MapStatus(str(e["status"])) != "running" {
 				t.Errorf("%s entry %v", path, e)
 			}
 		}
@@ -258,8 +246,8 @@ func TestBackendPathB(t *testing.T) {
 	if pub.Status != 200 {
 		t.Fatalf("token-less /status with DTMA_PUBLIC_STATUS=true: %d", pub.Status)
 	}
-	if e := statusEntry(t, pub.JSON(t), one.name); backendMapStatus(str(e["status"])) != "stopped" || e["state"] != "exited" {
-		t.Errorf("a stopped tool shows as %q (backend: %s), want stopped", e["status"], backendMapStatus(str(e["status"])))
+	if e := statusEntry(t, pub.JSON(t), one.name); backendtest.MapStatus(str(e["status"])) != "stopped" || e["state"] != "exited" {
+		t.Errorf("a stopped tool shows as %q (backend: %s), want stopped", e["status"], backendtest.MapStatus(str(e["status"])))
 	}
 	m = backendOK(t, a, 200, "POST", "/tools/"+ref+"/start", nil)
 	if jget(m, "data.status") != "running" || !Serves(ports[one.name], "/", one.echo) {
@@ -333,7 +321,7 @@ func TestBackendPathA(t *testing.T) {
 	// The service stops only what it holds as running, starts only what it
 	// holds as stopped: the status it reads must say so.
 	held := func(name string) string {
-		return backendMapStatus(str(statusEntry(t, backendOK(t, a, 200, "GET", "/status", nil), name)["status"]))
+		return backendtest.MapStatus(str(statusEntry(t, backendOK(t, a, 200, "GET", "/status", nil), name)["status"]))
 	}
 	for _, c := range cases {
 		ref := pathARef(c.name)
@@ -429,7 +417,7 @@ func TestBackendStatusList(t *testing.T) {
 	}
 	for name, want := range map[string]string{running: "running", stopped: "stopped", noAcct: "running"} {
 		e := statusEntry(t, body, name)
-		if got := backendMapStatus(str(e["status"])); got != want {
+		if got := backendtest.MapStatus(str(e["status"])); got != want {
 			t.Errorf("%s: status %q, which the backend holds as %s; want %s", name, e["status"], got, want)
 		}
 		ins := a.Inspect(str(e["container_id"]))
@@ -462,8 +450,6 @@ type heartbeatReceiver struct {
 	refused int
 }
 
-var backendEnum = strings.Split("pending_install installing active error_install pending_uninstall uninstalling uninstalled error_uninstall pending_config stopped starting stopping error_runtime disabled pending_deploy deploying running error pending_delete deleting", " ")
-
 func newHeartbeatReceiver(t *testing.T, token string) *heartbeatReceiver {
 	h := &heartbeatReceiver{token: token, stored: map[string]string{}}
 	h.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -493,7 +479,7 @@ func newHeartbeatReceiver(t *testing.T, token string) *heartbeatReceiver {
 			switch {
 			case !dtma.IsUUID(acct):
 				h.failed = append(h.failed, "account_tool_instance_id "+acct+" is not a UUID")
-			case !slices.Contains(backendEnum, status):
+			case !backendtest.InEnum(status):
 				h.failed = append(h.failed, "status_on_toolbox "+status+" is not in the enum")
 			case ts["runtime_details"] != nil:
 				h.failed = append(h.failed, "column runtime_details does not exist")

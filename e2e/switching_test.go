@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/agentopia/dtma"
+	"github.com/agentopia/dtma/internal/backendtest"
 	"github.com/moby/moby/client"
 )
 
@@ -41,7 +42,7 @@ func TestSwitchOverAndRollback(t *testing.T) {
 	dep := backendOK(t, a, 201, "POST", "/tools", map[string]any{"dockerImageUrl": img, "instanceNameOnToolbox": newName, "accountToolInstanceId": dtma.NewUUID()})
 	newID := str(jget(dep, "data.container_id"))
 	for _, name := range []string{legacyName, newName} {
-		if e := statusEntry(t, backendCall(t, a, "GET", "/status", nil, false).JSON(t), name); backendMapStatus(str(e["status"])) != "running" {
+		if e := statusEntry(t, backendCall(t, a, "GET", "/status", nil, false).JSON(t), name); backendtest.MapStatus(str(e["status"])) != "running" {
 			t.Fatalf("%s before rollback: %v", name, e)
 		}
 	}

@@ -129,7 +129,12 @@
     result.textContent = text;
     result.className = 'result' + (cls ? ' ' + cls : '');
   }
+  // One action at a time: a second click (or a stray event) while one is
+  // in flight sends nothing, so a remove is never posted twice.
+  var inFlight = false;
   function act(action) {
+    if (inFlight) return Promise.resolve();
+    inFlight = true;
     var base = actions.getAttribute('data-action-url');
     var buttons = actions.querySelectorAll('button');
     buttons.forEach(function (b) { b.disabled = true; });
@@ -152,6 +157,7 @@
     }).catch(function (e) {
       setResult('✖ ' + action + ' failed: ' + e.message, 'bad');
     }).finally(function () {
+      inFlight = false;
       buttons.forEach(function (b) { b.disabled = false; });
     });
   }
@@ -168,10 +174,13 @@
         act(action);
       });
     });
-    if (dialog) {
-      dialog.addEventListener('close', function () {
-        if (dialog.returnValue === 'remove') act('remove');
-      });
+    // The dialog's own Remove button acts on its click (its form then
+    // closes the dialog). Not on the dialog's close event: that event is
+    // queued, and one left from a Cancel can fire after a later Remove
+    // has set returnValue, which would post the remove twice.
+    var yes = document.getElementById('confirm-remove-yes');
+    if (yes) {
+      yes.addEventListener('click', function () { act('remove'); });
     }
   }
 

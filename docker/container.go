@@ -114,12 +114,13 @@ func (r *Runtime) CreateContainer(ctx context.Context, cfg dtma.ContainerConfig)
 		hc.NanoCPUs = l.MilliCPUs * 1_000_000
 	}
 	var netCfg *network.NetworkingConfig
+	created := false // for the network shard's count
 	if r.isolated {
 		id, release, err := r.pickNetwork(ctx, labels[dtma.LabelHost])
 		if err != nil {
 			return "", fmt.Errorf("create container %s: %w", cfg.Name, err)
 		}
-		defer release()
+		defer func() { release(created) }()
 		// By id, also in the endpoint (what Docker resolves at start), so
 		// that a network name that exists twice is never ambiguous.
 		hc.NetworkMode = container.NetworkMode(id)
@@ -148,6 +149,7 @@ func (r *Runtime) CreateContainer(ctx context.Context, cfg dtma.ContainerConfig)
 	if err != nil {
 		return "", redactEnv(r.wrap(err, "create container %s", cfg.Name), cfg.Env)
 	}
+	created = true
 	return res.ID, nil
 }
 

@@ -129,12 +129,12 @@ func (b *bench) cleanup() {
 	}
 }
 
-// rawRun creates and starts one container the way the agent does (echo
-// image, port 8080 published on 127.0.0.1, bench label), through the
-// Engine API directly.
+// rawRun creates and starts one container on Docker's default bridge
+// (echo image, port 8080 published on 127.0.0.1, bench label), through the
+// Engine API directly: what a plain `docker run -d -p` costs.
 func (b *bench) rawRun(ctx context.Context, name string) error {
 	port, _ := network.PortFrom(8080, network.TCP)
-	res, err := b.docker.ContainerCreate(ctx, client.ContainerCreateOptions{
+	return b.rawCreateStart(ctx, client.ContainerCreateOptions{
 		Name: name,
 		Config: &container.Config{
 			Image:        b.image,
@@ -145,6 +145,11 @@ func (b *bench) rawRun(ctx context.Context, name string) error {
 			PortBindings: network.PortMap{port: {{HostIP: netip.MustParseAddr("127.0.0.1")}}},
 		},
 	})
+}
+
+// rawCreateStart creates and starts one container through the Engine API.
+func (b *bench) rawCreateStart(ctx context.Context, opts client.ContainerCreateOptions) error {
+	res, err := b.docker.ContainerCreate(ctx, opts)
 	if err != nil {
 		return fmt.Errorf("raw create: %w", err)
 	}
@@ -152,6 +157,42 @@ func (b *bench) rawRun(ctx context.Context, name string) error {
 		return fmt.Errorf("raw start: %w", err)
 	}
 	return nil
+}
+
+// mirror returns a function that creates and starts, through the Engine
+// API directly, a container with the configuration the agent gave the
+// container id (read back by inspect): the same image, capabilities,
+// limits, log settings and network (the agent's isolated bridge), with the
+// bench label instead of the dtma.* labels (so the agent never sees it)
+// and the host port left to Docker. It measures what Docker itself costs
+// for the container the agent asks for.
+func (b *bench) mirror(ctx context.Context, id string) (func(ctx context.Context, name string) error, error) {
+	in, err := b.docker.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("inspect the agent's container: %w", err)
+	}
+	cfg, hc := *in.Container.Config, *in.Container.HostConfig
+	cfg.Labels = map[string]string{BenchLabel: b.runID}
+	cfg.Hostname = ""
+	pb := network.PortMap{}
+	for p, bs := range hc.PortBindings {
+		for _, bnd := range bs {
+			bnd.HostPort = ""
+			pb[p] = append(pb[p], bnd)
+		}
+	}
+	hc.PortBindings = pb
+	var netCfg *network.NetworkingConfig
+	if nets := in.Container.NetworkSettings; nets != nil && len(nets.Networks) > 0 {
+		netCfg = &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{}}
+		for _, ep := range nets.Networks {
+			netCfg.EndpointsConfig[ep.NetworkID] = &network.EndpointSettings{NetworkID: ep.NetworkID}
+		}
+	}
+	return func(ctx context.Context, name string) error {
+		c, h := cfg, hc
+		return b.rawCreateStart(ctx, client.ContainerCreateOptions{Name: name, Config: &c, HostConfig: &h, NetworkingConfig: netCfg})
+	}, nil
 }
 
 // rawRemove removes the raw containers whose names start with prefix.
@@ -170,6 +211,7 @@ func (b *bench) rawRemove(ctx context.Context, prefix string) {
 type result struct {
 	n                       int
 	seqAgent, seqRaw        time.Duration // median of one deploy
+	seqSame                 time.Duration // median of one raw create+start of the agent's own container config
 	burstN, burstOK         int
 	burstAgent, burstRaw    time.Duration // wall
 	listP50, statusP50      time.Duration
@@ -211,7 +253,25 @@ func (b *bench) run(ctx context.Context, n, seq, burst int, idle time.Duration) 
 	if seq > n {
 		seq = n
 	}
-	var agentT, rawT []time.Duration
+	// The first agent deploy is the template of the raw "same container"
+	// side; it counts as one of the N.
+	if err := a.deploy(ctx, "seq-template", b.image, true); err != nil {
+		return nil, err
+	}
+	var tmpl struct {
+		ContainerID string `json:"container_id"`
+	}
+	if _, err := a.do(ctx, "GET", "/v1/instances/seq-template", nil, &tmpl); err != nil || tmpl.ContainerID == "" {
+		return nil, fmt.Errorf("the template instance's container: %v", err)
+	}
+	same, err := b.mirror(ctx, tmpl.ContainerID)
+	if err != nil {
+		return nil, err
+	}
+	if seq > n-1 {
+		seq = n - 1
+	}
+	var agentT, rawT, sameT []time.Duration
 	for i := 0; i < seq; i++ {
 		t := time.Now()
 		if err := b.rawRun(ctx, fmt.Sprintf("bench-raw-%s-seq-%d", b.runID, i)); err != nil {
@@ -219,13 +279,18 @@ func (b *bench) run(ctx context.Context, n, seq, burst int, idle time.Duration) 
 		}
 		rawT = append(rawT, time.Since(t))
 		t = time.Now()
+		if err := same(ctx, fmt.Sprintf("bench-raw-%s-seqsame-%d", b.runID, i)); err != nil {
+			return nil, err
+		}
+		sameT = append(sameT, time.Since(t))
+		t = time.Now()
 		if err := a.deploy(ctx, fmt.Sprintf("seq-%d", i), b.image, true); err != nil {
 			return nil, err
 		}
 		agentT = append(agentT, time.Since(t))
 	}
-	r.seqAgent, r.seqRaw = pct(agentT, 0.5), pct(rawT, 0.5)
-	b.rawRemove(ctx, "bench-raw-"+b.runID+"-seq-")
+	r.seqAgent, r.seqRaw, r.seqSame = pct(agentT, 0.5), pct(rawT, 0.5), pct(sameT, 0.5)
+	b.rawRemove(ctx, "bench-raw-"+b.runID+"-seq")
 
 	// A burst at concurrency 20: agent, then raw; both removed after.
 	if burst > 0 {
@@ -259,7 +324,8 @@ func (b *bench) run(ctx context.Context, n, seq, burst int, idle time.Duration) 
 	// Fill up to N.
 	step("deploying the rest")
 	var failed atomic.Int64
-	parallel(n-seq, 8, func(i int) error {
+	rest := n - seq - 1 // the template and the sequential ones are deployed
+	parallel(rest, 8, func(i int) error {
 		if err := a.deploy(ctx, fmt.Sprintf("fill-%d", i), b.image, false); err != nil {
 			failed.Add(1)
 			if failed.Load() < 5 {
@@ -270,7 +336,7 @@ func (b *bench) run(ctx context.Context, n, seq, burst int, idle time.Duration) 
 		return nil
 	})
 	if f := failed.Load(); f > 0 {
-		r.bridgeNote = fmt.Sprintf("%d of %d deploys failed", f, n-seq)
+		r.bridgeNote = fmt.Sprintf("%d of %d deploys failed", f, rest)
 	}
 
 	// Reads.
@@ -288,7 +354,7 @@ func (b *bench) run(ctx context.Context, n, seq, burst int, idle time.Duration) 
 	}); err != nil {
 		return nil, err
 	}
-	r.getOneRPS = hammer(ctx, a, "/v1/instances/seq-0", 32, 3*time.Second)
+	r.getOneRPS = hammer(ctx, a, "/v1/instances/seq-template", 32, 3*time.Second)
 	r.rss = a.rssMB()
 
 	// Registry writes while idle.

@@ -37,7 +37,10 @@ func render(rs []*result) string {
 		}
 		return fmt.Sprintf("%.2f×", float64(a)/float64(b))
 	}
-	row("deploy, sequential, p50: agent / raw create+start", "≤ 1.05×", func(r *result) string {
+	row("deploy, sequential, p50: agent / raw create+start of the same container (its config, its isolated network)", "≤ 1.05×", func(r *result) string {
+		return fmt.Sprintf("%s / %s = %s", ms(r.seqAgent), ms(r.seqSame), ratio(r.seqAgent, r.seqSame))
+	})
+	row("… agent / raw `docker run -d -p` on the default bridge (no isolation, no limits)", "–", func(r *result) string {
 		return fmt.Sprintf("%s / %s = %s", ms(r.seqAgent), ms(r.seqRaw), ratio(r.seqAgent, r.seqRaw))
 	})
 	row("deploys at concurrency 20: success, wall agent / raw", "all, keep", func(r *result) string {

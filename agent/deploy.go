@@ -201,15 +201,36 @@ func (a *Agent) createAndStart(ctx context.Context, inst *dtma.Instance, policy 
 			return fmt.Errorf("deploy %s: %w", inst.Name, err)
 		}
 	}
-	warning, err := a.rt.EnsureImage(ctx, inst.Spec.Image, policy)
-
-	if err != nil {
-		return fmt.Errorf("deploy %s: %w", inst.Name, imageField(err))
+	ensure := func() error {
+		warning, err := a.rt.EnsureImage(ctx, inst.Spec.Image, policy)
+		if err != nil {
+			return fmt.Errorf("deploy %s: %w", inst.Name, imageField(err))
+		}
+		if warning != "" {
+			a.log.Warn("image", "instance", inst.Name, "image", inst.Spec.Image, "warning", warning)
+		}
+		return nil
 	}
-	if warning != "" {
-		a.log.Warn("image", "instance", inst.Name, "image", inst.Spec.Image, "warning", warning)
+	// Pull always: pull first. Otherwise create first, as `docker run`
+	// does, and see to the image only when the create says something is
+	// missing: a deploy of a present image then costs Docker no image
+	// inspect.
+	createFirst := policy != dtma.PullAlways
+	if !createFirst {
+		if err := ensure(); err != nil {
+			return err
+		}
 	}
 	id, err := a.createContainer(ctx, inst)
+	if createFirst && dtma.ErrorCode(err) == dtma.ENOTFOUND {
+		// The image is absent (or the network went away: the create
+		// counts the shards again next time). Pull when the policy
+		// allows, or say why not, then create again.
+		if err := ensure(); err != nil {
+			return err
+		}
+		id, err = a.createContainer(ctx, inst)
+	}
 	if err != nil {
 		return fmt.Errorf("deploy %s: %w", inst.Name, err)
 	}

@@ -54,6 +54,10 @@ func TestDeployFresh(t *testing.T) {
 	if calls := b.rt.CallsOf(runtimetest.Ping); len(calls) != 1 {
 		t.Errorf("Docker pinged %d times before the intent, want once", len(calls))
 	}
+	// The image is present: created first, no image check asked of Docker.
+	if calls := b.rt.CallsOf(runtimetest.EnsureImage); len(calls) != 0 {
+		t.Errorf("the image was checked %d times for a deploy of a present image (pull missing), want 0", len(calls))
+	}
 }
 
 // TestDeployIdempotent: the same request again answers the same instance,
@@ -192,20 +196,20 @@ func TestDeployFailureLeavesNothing(t *testing.T) {
 		arrange func(b *bed)
 		code    string
 		field   string
-		creates int // CreateContainer calls expected
+		creates int // CreateContainer calls expected (the image is absent: the first create finds that out)
 	}{
 		{"image cannot be pulled", func(b *bed) {
 			b.rt.SetPullError("registry.example.com/new:1", dtma.Errorf(dtma.EINVALID, "image registry.example.com/new:1 cannot be pulled: manifest unknown"))
-		}, dtma.EINVALID, "image", 0},
+		}, dtma.EINVALID, "image", 1},
 		{"registry of images unreachable", func(b *bed) {
 			b.rt.SetPullError("registry.example.com/new:1", dtma.Errorf(dtma.EUNAVAILABLE, "pull: connection refused"))
-		}, dtma.EUNAVAILABLE, "", 0},
+		}, dtma.EUNAVAILABLE, "", 1},
 		{"create fails", func(b *bed) {
 			b.rt.FailNext(runtimetest.CreateContainer, dtma.Errorf(dtma.EINVALID, "bad config"))
 		}, dtma.EINVALID, "", 1},
 		{"start fails", func(b *bed) {
 			b.rt.FailNext(runtimetest.StartContainer, dtma.Errorf(dtma.EINTERNAL, "port is already allocated"))
-		}, dtma.EINTERNAL, "", 1},
+		}, dtma.EINTERNAL, "", 2},
 		{"docker down", func(b *bed) { b.rt.SetDown(true) }, dtma.EUNAVAILABLE, "", 0},
 		{"registry down", func(b *bed) { b.reg.SetFail(registrytest.Unavailable) }, dtma.EUNAVAILABLE, "", 0},
 		{"registry refuses the container id", func(b *bed) {
@@ -215,7 +219,7 @@ func TestDeployFailureLeavesNothing(t *testing.T) {
 				}
 				return nil
 			})
-		}, dtma.EUNAVAILABLE, "", 1},
+		}, dtma.EUNAVAILABLE, "", 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := newBed(t)

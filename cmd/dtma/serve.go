@@ -42,14 +42,33 @@ gracefully and stops no container.`,
 			if err != nil {
 				return err
 			}
-			return serve(cmd.Context(), c, s)
+			return serve(cmd.Context(), c, s, openDocker)
 		},
 	}
 	addSettings(cmd.Flags())
 	return cmd
 }
 
-func serve(ctx context.Context, c *config, s *streams) error {
+// servedRuntime is the container runtime serve drives: Docker, or a fake
+// in tests.
+type servedRuntime interface {
+	dtma.Runtime
+	ServerVersion(ctx context.Context) (engine, api string, err error)
+	Close() error
+}
+
+// openDocker is serve's runtime: the Docker daemon of the options.
+func openDocker(o docker.Options) (servedRuntime, error) {
+	rt, err := docker.New(o)
+	if err != nil {
+		return nil, err // not a nil *docker.Runtime in a non-nil interface
+	}
+	return rt, nil
+}
+
+// serve runs the agent on the runtime openRuntime returns until ctx ends
+// (or the listener fails), then returns with every container left as it is.
+func serve(ctx context.Context, c *config, s *streams, openRuntime func(docker.Options) (servedRuntime, error)) error {
 	log := newLogger(c, s)
 	if len(c.Tokens) == 0 {
 		return errors.New("no bearer token configured: set DTMA_BEARER_TOKEN (or BACKEND_TO_DTMA_API_KEY, or --token-file); DTMA never serves an open API")
@@ -95,7 +114,7 @@ func serve(ctx context.Context, c *config, s *streams) error {
 	}
 	mreg := prom.WrapRegistry(reg, backend)
 
-	rt, err := docker.New(docker.Options{
+	rt, err := openRuntime(docker.Options{
 		Host:             c.DockerHost,
 		HostID:           hostID,
 		DockerConfig:     c.DockerConfig,

@@ -40,26 +40,48 @@ func EventFromInstance(t EventType, inst *Instance, at time.Time) Event {
 // docker status, health, drift). before nil is a creation, after nil a
 // removal.
 func InstanceEvent(before, after *Instance, at time.Time) (Event, bool) {
+	var b, a *Event
+	if before != nil {
+		e := EventFromInstance(EventChanged, before, at)
+		b = &e
+	}
+	if after != nil {
+		e := EventFromInstance(EventChanged, after, at)
+		a = &e
+	}
+	return EventBetween(b, a, at)
+}
+
+// EventBetween is InstanceEvent on what EventFromInstance shows of the
+// instance before and after (before nil: a creation; after nil: a
+// removal): it returns the same event, so that a caller can keep an
+// instance's small Event rather than the instance. It keeps neither
+// pointer.
+func EventBetween(before, after *Event, at time.Time) (Event, bool) {
 	switch {
 	case before == nil && after == nil:
 		return Event{}, false
 	case before == nil:
-		return EventFromInstance(EventCreated, after, at), true
+		e := *after
+		e.Type, e.Time, e.Changed = EventCreated, at, nil
+		return e, true
 	case after == nil:
-		e := EventFromInstance(EventRemoved, before, at)
+		e := *before
+		e.Type, e.Time, e.Changed = EventRemoved, at, nil
 		return e, true
 	}
-	e := EventFromInstance(EventChanged, after, at)
+	e := *after
+	e.Type, e.Time, e.Changed = EventChanged, at, nil
 	if before.Status != after.Status {
 		e.Changed = append(e.Changed, "status")
 	}
 	if before.DockerStatus != after.DockerStatus {
 		e.Changed = append(e.Changed, "docker_status")
 	}
-	if before.Health.State != after.Health.State {
+	if before.Health != after.Health {
 		e.Changed = append(e.Changed, "health")
 	}
-	if before.Drift() != after.Drift() {
+	if before.Drift != after.Drift {
 		e.Changed = append(e.Changed, "drift")
 	}
 	return e, len(e.Changed) > 0

@@ -40,10 +40,23 @@ type Monitor struct {
 	Logger                            *slog.Logger
 
 	mu       sync.Mutex
-	known    map[string]*dtma.Instance // last instance seen per id
+	known    map[string]known // what the previous sync saw, per id
 	restarts map[string]*restartState
 	kick     chan struct{}
 	synced   bool
+}
+
+// known is what the monitor keeps of an instance between syncs: what an
+// event shows of it and what the restart policy needs — not the instance
+// (its spec, env and the rest), which the view already holds.
+type known struct {
+	event   dtma.Event // dtma.EventFromInstance: id, name, states, drift
+	restart bool       // its effective check's on_unhealthy is restart
+}
+
+func knownOf(inst *dtma.Instance) known {
+	c, _ := inst.EffectiveCheck()
+	return known{event: dtma.EventFromInstance(dtma.EventChanged, inst, time.Time{}), restart: c.OnUnhealthy == dtma.OnUnhealthyRestart}
 }
 
 type restartState struct {
@@ -54,7 +67,7 @@ type restartState struct {
 // NewMonitor returns a Monitor on p; set its hooks, then call Run. Its
 // Prober's OnChange must be left to the Monitor (it installs its own).
 func NewMonitor(p *Prober) *Monitor {
-	m := &Monitor{Prober: p, known: map[string]*dtma.Instance{}, restarts: map[string]*restartState{},
+	m := &Monitor{Prober: p, known: map[string]known{}, restarts: map[string]*restartState{},
 		kick: make(chan struct{}, 1)}
 	p.cfg.OnChange = m.changed
 	return m
@@ -154,12 +167,17 @@ func (m *Monitor) Sync(ctx context.Context) {
 			}
 		}
 		m.overlay(inst)
+		after := knownOf(inst)
 		m.mu.Lock()
-		before := m.known[inst.ID]
-		m.known[inst.ID] = inst
+		before, had := m.known[inst.ID]
+		m.known[inst.ID] = after
 		m.mu.Unlock()
 		if !first {
-			m.publish(before, inst, now)
+			if had {
+				m.publish(&before.event, &after.event, now)
+			} else {
+				m.publish(nil, &after.event, now)
+			}
 		}
 	}
 	for _, id := range m.Prober.IDs() {
@@ -167,26 +185,28 @@ func (m *Monitor) Sync(ctx context.Context) {
 			m.Prober.Remove(id)
 		}
 	}
-	var gone []*dtma.Instance
+	var gone []dtma.Event
 	m.mu.Lock()
-	for id, inst := range m.known {
+	for id, k := range m.known {
 		if !seen[id] {
-			gone = append(gone, inst)
+			gone = append(gone, k.event)
 			delete(m.known, id)
 			delete(m.restarts, id)
 		}
 	}
 	m.mu.Unlock()
-	for _, inst := range gone {
-		m.publish(inst, nil, now)
+	for i := range gone {
+		m.publish(&gone[i], nil, now)
 	}
 }
 
-func (m *Monitor) publish(before, after *dtma.Instance, at time.Time) {
+// publish sends the event between before and after (nil: created,
+// removed) to Events, if any.
+func (m *Monitor) publish(before, after *dtma.Event, at time.Time) {
 	if m.Events == nil {
 		return
 	}
-	if e, ok := dtma.InstanceEvent(before, after, at); ok {
+	if e, ok := dtma.EventBetween(before, after, at); ok {
 		m.Events.Publish(e)
 	}
 }
@@ -208,7 +228,7 @@ func (m *Monitor) overlay(inst *dtma.Instance) {
 func (m *Monitor) changed(id string, st dtma.HealthStatus) {
 	ctx := context.Background()
 	m.mu.Lock()
-	inst := m.known[id]
+	k, isKnown := m.known[id]
 	m.mu.Unlock()
 	if m.Record != nil {
 		if err := m.Record(ctx, id, st); err != nil && m.Logger != nil {
@@ -225,17 +245,16 @@ func (m *Monitor) changed(id string, st dtma.HealthStatus) {
 		delete(m.restarts, id)
 		m.mu.Unlock()
 	}
-	if st.State == dtma.HealthUnhealthy && inst != nil {
-		if c, _ := inst.EffectiveCheck(); c.OnUnhealthy == dtma.OnUnhealthyRestart {
-			go m.restart(ctx, inst)
-		}
+	if st.State == dtma.HealthUnhealthy && isKnown && k.restart {
+		go m.restart(ctx, id, k.event.Name)
 	}
 }
 
-// restart restarts inst unless its backoff has not expired; a restart
-// that is not due is taken up by the next unhealthy transition (after the
-// restart the check starts over, so each restart is followed by one).
-func (m *Monitor) restart(ctx context.Context, inst *dtma.Instance) {
+// restart restarts instance id (named name) unless its backoff has not
+// expired; a restart that is not due is taken up by the next unhealthy
+// transition (after the restart the check starts over, so each restart is
+// followed by one).
+func (m *Monitor) restart(ctx context.Context, id, name string) {
 	first, max := m.RestartBackoff, m.MaxRestartBackoff
 	if first <= 0 {
 		first = 10 * time.Second
@@ -244,10 +263,10 @@ func (m *Monitor) restart(ctx context.Context, inst *dtma.Instance) {
 		max = 5 * time.Minute
 	}
 	m.mu.Lock()
-	rs := m.restarts[inst.ID]
+	rs := m.restarts[id]
 	if rs == nil {
 		rs = &restartState{}
-		m.restarts[inst.ID] = rs
+		m.restarts[id] = rs
 	}
 	now := time.Now()
 	if now.Before(rs.next) {
@@ -259,7 +278,7 @@ func (m *Monitor) restart(ctx context.Context, inst *dtma.Instance) {
 			return
 		case <-time.After(wait):
 		}
-		if st, ok := m.Prober.Status(inst.ID); !ok || st.State != dtma.HealthUnhealthy {
+		if st, ok := m.Prober.Status(id); !ok || st.State != dtma.HealthUnhealthy {
 			return
 		}
 		m.mu.Lock()
@@ -269,13 +288,13 @@ func (m *Monitor) restart(ctx context.Context, inst *dtma.Instance) {
 	count := rs.count
 	m.mu.Unlock()
 	if m.Logger != nil {
-		m.Logger.Warn("restarting unhealthy instance", "instance", inst.Name, "policy", "on_unhealthy=restart", "restarts", count)
+		m.Logger.Warn("restarting unhealthy instance", "instance", name, "policy", "on_unhealthy=restart", "restarts", count)
 	}
 	if m.OnRestart != nil {
 		m.OnRestart()
 	}
-	if err := m.Restart(ctx, inst.ID); err != nil && m.Logger != nil {
-		m.Logger.Warn("restart of unhealthy instance failed", "instance", inst.Name, "err", err)
+	if err := m.Restart(ctx, id); err != nil && m.Logger != nil {
+		m.Logger.Warn("restart of unhealthy instance failed", "instance", name, "err", err)
 	}
 }
 

@@ -137,15 +137,19 @@ func writeList(w http.ResponseWriter, list []*dtma.Instance, next string) {
 // that a list of a thousand rows costs the encoding of the rows that
 // changed since the previous list, not of all of them. An entry is reused
 // only while every field the wire form is made of is unchanged (rowKey).
+// Entries are updated in place: a list of unchanged rows allocates nothing
+// here but its answer.
 type rowCache struct {
 	mu   sync.Mutex
-	rows map[string]cachedRow // by instance id
+	gen  uint64                // of the latest list
+	rows map[string]*cachedRow // by instance id
 }
 
 type cachedRow struct {
 	key              rowKey
 	ports, requested []dtma.Port // compared element by element (nil and empty encode alike)
-	json             []byte
+	json             []byte      // never changed in place: a list may still be writing it
+	gen              uint64      // the latest list that held the row
 }
 
 // rowKey is everything NewInstance reads from an instance, in comparable
@@ -176,62 +180,78 @@ func keyOf(inst *dtma.Instance) rowKey {
 
 // encode returns the JSON of each row (as writeJSON would write it, without
 // the newline), from the cache where the row is unchanged. The cache then
-// holds exactly these rows.
+// holds exactly these rows. The slices returned are never changed.
 func (c *rowCache) encode(list []*dtma.Instance) [][]byte {
-	keys := make([]rowKey, len(list))
 	out := make([][]byte, len(list))
-	fresh := make(map[string]cachedRow, len(list))
-	c.mu.Lock()
-	for i, inst := range list {
-		keys[i] = keyOf(inst)
-		if e, ok := c.rows[inst.ID]; ok && e.key == keys[i] && slices.Equal(e.ports, inst.Ports) && slices.Equal(e.requested, inst.Spec.Ports) {
-			out[i] = e.json
-			fresh[inst.ID] = e
-		}
-	}
-	c.mu.Unlock()
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
-	for i, inst := range list {
-		if out[i] != nil {
-			continue
-		}
-		buf.Reset()
-		_ = enc.Encode(NewInstance(inst))
-		out[i] = bytes.TrimSuffix(append([]byte(nil), buf.Bytes()...), []byte("\n"))
-	}
-	for i, inst := range list {
-		if _, hit := fresh[inst.ID]; hit {
-			continue
-		}
-		// Copies: the caller's slices may be changed in place later.
-		fresh[inst.ID] = cachedRow{key: keys[i], json: out[i],
-			ports: slices.Clone(inst.Ports), requested: slices.Clone(inst.Spec.Ports)}
-	}
 	c.mu.Lock()
-	c.rows = fresh
-	c.mu.Unlock()
+	defer c.mu.Unlock()
+	if c.rows == nil {
+		c.rows = make(map[string]*cachedRow, len(list))
+	}
+	c.gen++
+	for i, inst := range list {
+		e := c.rows[inst.ID]
+		if e == nil {
+			e = &cachedRow{}
+			c.rows[inst.ID] = e
+		}
+		if key := keyOf(inst); e.json == nil || e.key != key || !slices.Equal(e.ports, inst.Ports) || !slices.Equal(e.requested, inst.Spec.Ports) {
+			buf.Reset()
+			_ = enc.Encode(NewInstance(inst))
+			e.json = bytes.TrimSuffix(bytes.Clone(buf.Bytes()), []byte("\n"))
+			// Copies: the caller's slices may be changed in place later.
+			e.key, e.ports, e.requested = key, slices.Clone(inst.Ports), slices.Clone(inst.Spec.Ports)
+		}
+		e.gen = c.gen
+		out[i] = e.json
+	}
+	if len(c.rows) > len(list) { // rows gone since the previous list
+		for id, e := range c.rows {
+			if e.gen != c.gen {
+				delete(c.rows, id)
+			}
+		}
+	}
 	return out
 }
 
-// writeEncodedList answers {"instances": [rows...]} from encoded rows.
+// writeEncodedList answers {"instances": [rows...]} from encoded rows,
+// written through a small buffer rather than assembled whole.
 func writeEncodedList(w http.ResponseWriter, rows [][]byte) {
 	n := len(`{"instances":[]}`) + 1
 	for _, r := range rows {
 		n += len(r) + 1
 	}
-	body := make([]byte, 0, n)
-	body = append(body, `{"instances":[`...)
+	if len(rows) > 0 {
+		n-- // no comma before the first row
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(n))
+	w.WriteHeader(http.StatusOK)
+	const chunk = 32 << 10
+	buf := make([]byte, 0, chunk)
+	buf = append(buf, `{"instances":[`...)
 	for i, r := range rows {
 		if i > 0 {
-			body = append(body, ',')
+			buf = append(buf, ',')
 		}
-		body = append(body, r...)
+		if len(buf)+len(r) > chunk {
+			if _, err := w.Write(buf); err != nil {
+				return
+			}
+			buf = buf[:0]
+			if len(r) > chunk {
+				if _, err := w.Write(r); err != nil {
+					return
+				}
+				continue
+			}
+		}
+		buf = append(buf, r...)
 	}
-	body = append(body, "]}\n"...)
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(body)
+	buf = append(buf, "]}\n"...)
+	_, _ = w.Write(buf)
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -234,6 +235,9 @@ func TestListEncodedRowsFollowChanges(t *testing.T) {
 		if strings.Contains(rec.Body.String(), "secret") {
 			t.Errorf("%s: an env value in the list", step)
 		}
+		if cl := rec.Header().Get("Content-Length"); cl != strconv.Itoa(rec.Body.Len()) {
+			t.Errorf("%s: Content-Length %s, body of %d bytes", step, cl, rec.Body.Len())
+		}
 	}
 	check("first")
 	check("unchanged")
@@ -248,4 +252,10 @@ func TestListEncodedRowsFollowChanges(t *testing.T) {
 	next = append(next[:4], mk(9)) // row 4 gone, a new one
 	svc.list = next
 	check("changed")
+	svc.list = svc.list[:0]
+	check("empty")
+	for i := 10; i < 300; i++ { // an answer written in several pieces
+		svc.list = append(svc.list, mk(i))
+	}
+	check("many")
 }

@@ -79,12 +79,17 @@ func main() {
 				log.Fatalf("bench: startup N=%d: %v", n, err)
 			}
 			rs = append(rs, r)
-		}
-		text := renderStartup(rs)
-		fmt.Print(text)
-		if *out != "" {
-			if err := writeSection(*out, sec, b.header()+text); err != nil {
-				log.Fatalf("bench: %v", err)
+			// Written after every N: a long last N leaves the others.
+			text := renderStartup(rs)
+			if *out != "" {
+				if err := writeSection(*out, sec, b.header()+text); err != nil {
+					log.Fatalf("bench: %v", err)
+				}
+			}
+			if len(rs) == len(startupCounts) {
+				fmt.Print(text)
+			} else {
+				fmt.Fprint(os.Stderr, text)
 			}
 		}
 		return

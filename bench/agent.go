@@ -156,7 +156,13 @@ func (a *agentProc) deploy(ctx context.Context, name, image string, port bool) e
 }
 
 // rssMB reads the agent's VmRSS.
-func (a *agentProc) rssMB() float64 {
+func (a *agentProc) rssMB() float64 { return a.statusMB("VmRSS:") }
+
+// hwmMB reads the agent's VmHWM (peak RSS).
+func (a *agentProc) hwmMB() float64 { return a.statusMB("VmHWM:") }
+
+// statusMB reads the field key (in kB) of the agent's /proc status, in MB.
+func (a *agentProc) statusMB(key string) float64 {
 	if a.cmd == nil {
 		return 0
 	}
@@ -165,7 +171,7 @@ func (a *agentProc) rssMB() float64 {
 		return 0
 	}
 	for _, line := range strings.Split(string(data), "\n") {
-		if strings.HasPrefix(line, "VmRSS:") {
+		if strings.HasPrefix(line, key) {
 			if f := strings.Fields(line); len(f) > 1 {
 				kb, _ := strconv.ParseFloat(f[1], 64)
 				return kb / 1024

@@ -167,32 +167,66 @@ func (b *bench) rawCreateStart(ctx context.Context, opts client.ContainerCreateO
 // and the host port left to Docker. It measures what Docker itself costs
 // for the container the agent asks for.
 func (b *bench) mirror(ctx context.Context, id string) (func(ctx context.Context, name string) error, error) {
+	m, err := b.mirrorConfig(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context, name string) error {
+		return b.rawCreateStart(ctx, m.options(name, map[string]string{BenchLabel: b.runID}))
+	}, nil
+}
+
+// mirrored is an agent container's configuration read back by inspect,
+// ready to be replayed through the Engine API.
+type mirrored struct {
+	cfg    container.Config
+	hc     container.HostConfig
+	netCfg *network.NetworkingConfig
+	labels map[string]string // the agent's labels, as found
+}
+
+// mirrorConfig reads the configuration of the container id back by
+// inspect: everything but its name, hostname, labels and host ports (left
+// to Docker).
+func (b *bench) mirrorConfig(ctx context.Context, id string) (*mirrored, error) {
 	in, err := b.docker.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("inspect the agent's container: %w", err)
 	}
-	cfg, hc := *in.Container.Config, *in.Container.HostConfig
-	cfg.Labels = map[string]string{BenchLabel: b.runID}
-	cfg.Hostname = ""
+	m := &mirrored{cfg: *in.Container.Config, hc: *in.Container.HostConfig, labels: in.Container.Config.Labels}
+	m.cfg.Labels = nil
+	m.cfg.Hostname = ""
 	pb := network.PortMap{}
-	for p, bs := range hc.PortBindings {
+	for p, bs := range m.hc.PortBindings {
 		for _, bnd := range bs {
 			bnd.HostPort = ""
 			pb[p] = append(pb[p], bnd)
 		}
 	}
-	hc.PortBindings = pb
-	var netCfg *network.NetworkingConfig
+	m.hc.PortBindings = pb
 	if nets := in.Container.NetworkSettings; nets != nil && len(nets.Networks) > 0 {
-		netCfg = &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{}}
+		m.netCfg = &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{}}
 		for _, ep := range nets.Networks {
-			netCfg.EndpointsConfig[ep.NetworkID] = &network.EndpointSettings{NetworkID: ep.NetworkID}
+			m.netCfg.EndpointsConfig[ep.NetworkID] = &network.EndpointSettings{NetworkID: ep.NetworkID}
 		}
 	}
-	return func(ctx context.Context, name string) error {
-		c, h := cfg, hc
-		return b.rawCreateStart(ctx, client.ContainerCreateOptions{Name: name, Config: &c, HostConfig: &h, NetworkingConfig: netCfg})
-	}, nil
+	return m, nil
+}
+
+// options returns the create options of a container named name with m's
+// configuration and the given labels.
+func (m *mirrored) options(name string, labels map[string]string) client.ContainerCreateOptions {
+	c, h := m.cfg, m.hc
+	c.Labels = labels
+	var nc *network.NetworkingConfig
+	if m.netCfg != nil {
+		nc = &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{}}
+		for k, ep := range m.netCfg.EndpointsConfig {
+			e := *ep
+			nc.EndpointsConfig[k] = &e
+		}
+	}
+	return client.ContainerCreateOptions{Name: name, Config: &c, HostConfig: &h, NetworkingConfig: nc}
 }
 
 // rawRemove removes the raw containers whose names start with prefix.

@@ -41,16 +41,19 @@ func main() {
 		seq     = flag.Int("seq", 20, "sequential deploys of the ratio row")
 		fleet   = flag.Int("fleet", 0, "instead: start this many agents on one PostgreSQL (fleet mode)")
 		per     = flag.Int("per-agent", 3, "fleet mode: instances each agent deploys")
+		startup = flag.String("startup", "", "instead: start-up mode at these counts of containers not running, comma-separated (e.g. 100,1000,5000)")
 		env     = flag.String("agent-env", "", "extra KEY=VALUE settings of the agent, comma-separated (e.g. DTMA_NETWORK=bridge)")
 	)
 	flag.Parse()
-	var counts []int
-	for _, s := range strings.Split(*ns, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || n < 1 {
-			log.Fatalf("bench: -n: %q is not a positive count", s)
+	counts, err := parseCounts("-n", *ns)
+	if err != nil {
+		log.Fatalf("bench: %v", err)
+	}
+	var startupCounts []int
+	if *startup != "" {
+		if startupCounts, err = parseCounts("-startup", *startup); err != nil {
+			log.Fatalf("bench: %v", err)
 		}
-		counts = append(counts, n)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -62,6 +65,34 @@ func main() {
 	defer b.cleanup()
 	if *env != "" {
 		b.agentEnv = strings.Split(*env, ",")
+	}
+	if len(startupCounts) > 0 {
+		sec := *section
+		if sec == "scale" {
+			sec = "startup"
+		}
+		var rs []*startupResult
+		for _, n := range startupCounts {
+			r, err := b.startup(ctx, n)
+			b.cleanup() // every N starts from an empty host
+			if err != nil {
+				log.Fatalf("bench: startup N=%d: %v", n, err)
+			}
+			rs = append(rs, r)
+			// Written after every N: a long last N leaves the others.
+			text := renderStartup(rs)
+			if *out != "" {
+				if err := writeSection(*out, sec, b.header()+text); err != nil {
+					log.Fatalf("bench: %v", err)
+				}
+			}
+			if len(rs) == len(startupCounts) {
+				fmt.Print(text)
+			} else {
+				fmt.Fprint(os.Stderr, text)
+			}
+		}
+		return
 	}
 	if *fleet > 0 {
 		r, err := b.runFleet(ctx, *fleet, *per, *idle)
@@ -95,6 +126,19 @@ func main() {
 			log.Fatalf("bench: %v", err)
 		}
 	}
+}
+
+// parseCounts parses a comma-separated list of positive counts.
+func parseCounts(flagName, list string) ([]int, error) {
+	var counts []int
+	for _, s := range strings.Split(list, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("%s: %q is not a positive count", flagName, s)
+		}
+		counts = append(counts, n)
+	}
+	return counts, nil
 }
 
 // newRunID returns 12 random hex digits.

@@ -99,6 +99,44 @@ type Agent struct {
 // made for the agent's host id (and only those).
 func StartAgent(t testing.TB, opts AgentOptions) *Agent {
 	t.Helper()
+	a := newAgent(t, opts)
+	a.start()
+	return a
+}
+
+// StartAgents starts one agent per options, width at a time, and returns
+// them in the order of opts once all answer. It fails t (from the test's
+// goroutine) when any does not start; those that did are cleaned up as
+// StartAgent's are.
+func StartAgents(t testing.TB, width int, opts []AgentOptions) []*Agent {
+	t.Helper()
+	agents := make([]*Agent, len(opts))
+	for i, o := range opts {
+		agents[i] = newAgent(t, o)
+		agents[i].Port = agentPort(t)
+	}
+	errs := make([]error, len(agents))
+	sem := make(chan struct{}, width)
+	var wg sync.WaitGroup
+	for i, a := range agents {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			errs[i] = a.tryStart()
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatalf("start agents: %v", err)
+	}
+	return agents
+}
+
+// newAgent prepares an agent (options defaulted, cleanup registered)
+// without starting it.
+func newAgent(t testing.TB, opts AgentOptions) *Agent {
+	t.Helper()
 	dc := dockertest.Client(t)
 	if opts.HostID == "" {
 		opts.HostID = "e2e-" + dockertest.RunID() + "-" + strconv.Itoa(int(portBlock.Add(1)))
@@ -123,7 +161,6 @@ func StartAgent(t testing.TB, opts AgentOptions) *Agent {
 			t.Errorf("cleanup: %v", err)
 		}
 	})
-	a.start()
 	return a
 }
 
@@ -222,20 +259,29 @@ func agentPort(t testing.TB) int {
 // agent that cannot bind its port is started again on another one.
 func (a *Agent) start() {
 	a.t.Helper()
+	if err := a.tryStart(); err != nil {
+		a.t.Fatalf("%v", err)
+	}
+}
+
+// tryStart is start returning the error instead of failing the test, so
+// that it may run on a goroutine of its own.
+func (a *Agent) tryStart() error {
+	a.t.Helper()
 	if a.Port == 0 {
 		a.Port = agentPort(a.t)
 	}
 	for attempt := 1; ; attempt++ {
 		err := a.startOnce()
 		if err == nil {
-			return
+			return nil
 		}
 		if attempt < 3 && errors.Is(err, errPortTaken) {
 			a.t.Logf("agent port %d taken by another process; starting on another one", a.Port)
 			a.Port = agentPort(a.t)
 			continue
 		}
-		a.t.Fatalf("%v", err)
+		return err
 	}
 }
 

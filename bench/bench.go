@@ -255,6 +255,7 @@ type result struct {
 	rebuildCount            int
 	restartedByRebuild      int
 	rss                     float64
+	rssAnon, rssFile        float64 // private memory; pages of the binary (clean, shared, reclaimable)
 	idleWrites              int
 	idleWindow              time.Duration
 	bridgeNote              string
@@ -390,6 +391,7 @@ func (b *bench) run(ctx context.Context, n, seq, burst int, idle time.Duration) 
 	}
 	r.getOneRPS = hammer(ctx, a, "/v1/instances/seq-template", 32, 3*time.Second)
 	r.rss = a.rssMB()
+	r.rssAnon, r.rssFile = a.statusMB("RssAnon:"), a.statusMB("RssFile:")
 
 	// Registry writes while idle.
 	step("idle writes")

@@ -261,9 +261,9 @@ type result struct {
 	bridgeNote              string
 }
 
-// run measures one N on a fresh agent.
-func (b *bench) run(ctx context.Context, n, seq, burst int, idle time.Duration) (*result, error) {
-	r := &result{n: n, idleWindow: idle}
+// startAgent starts a fresh agent (a host id and data directory of its
+// own) and waits until it is ready. The caller kills it.
+func (b *bench) startAgent(ctx context.Context) (*agentProc, error) {
 	b.runs++
 	port, err := freePort()
 	if err != nil {
@@ -277,10 +277,21 @@ func (b *bench) run(ctx context.Context, n, seq, burst int, idle time.Duration) 
 	if err := a.start(); err != nil {
 		return nil, err
 	}
-	defer a.kill()
 	if _, err := a.ready(ctx, time.Minute); err != nil {
+		a.kill()
 		return nil, err
 	}
+	return a, nil
+}
+
+// run measures one N on a fresh agent.
+func (b *bench) run(ctx context.Context, n, seq, burst int, idle time.Duration) (*result, error) {
+	r := &result{n: n, idleWindow: idle}
+	a, err := b.startAgent(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer a.kill()
 	step := func(s string) { fmt.Fprintf(os.Stderr, "bench: N=%d: %s\n", n, s) }
 
 	// Sequential deploys, alternating raw and agent.

@@ -12,25 +12,32 @@ import (
 // ms formats d in milliseconds.
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d.Microseconds())/1000) }
 
-// render returns the Markdown table of results, one column per N.
-func render(rs []*result) string {
-	var sb strings.Builder
+// tableRows writes to sb the head of a Markdown table with a "what" and a
+// "goal" column and one column per result (headed N=n(r)), and returns the
+// function that writes one row: f(r) is the cell of result r.
+func tableRows[R any](sb *strings.Builder, rs []R, n func(R) int) func(what, goal string, f func(R) string) {
 	sb.WriteString("| what | goal |")
 	for _, r := range rs {
-		fmt.Fprintf(&sb, " N=%d |", r.n)
+		fmt.Fprintf(sb, " N=%d |", n(r))
 	}
 	sb.WriteString("\n|---|---|")
 	for range rs {
 		sb.WriteString("---|")
 	}
 	sb.WriteString("\n")
-	row := func(what, goal string, f func(r *result) string) {
-		fmt.Fprintf(&sb, "| %s | %s |", what, goal)
+	return func(what, goal string, f func(R) string) {
+		fmt.Fprintf(sb, "| %s | %s |", what, goal)
 		for _, r := range rs {
-			fmt.Fprintf(&sb, " %s |", f(r))
+			fmt.Fprintf(sb, " %s |", f(r))
 		}
 		sb.WriteString("\n")
 	}
+}
+
+// render returns the Markdown table of results, one column per N.
+func render(rs []*result) string {
+	var sb strings.Builder
+	row := tableRows(&sb, rs, func(r *result) int { return r.n })
 	ratio := func(a, b time.Duration) string {
 		if b == 0 {
 			return "–"

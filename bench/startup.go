@@ -47,23 +47,11 @@ const startupWidth = 8
 // (rebuild: N rows adopted), then SIGKILLed and started again.
 func (b *bench) startup(ctx context.Context, n int) (*startupResult, error) {
 	r := &startupResult{n: n}
-	b.runs++
-	port, err := freePort()
+	a, err := b.startAgent(ctx)
 	if err != nil {
 		return nil, err
 	}
-	a := &agentProc{bin: b.bin, dataDir: filepath.Join(b.dir, fmt.Sprintf("data-%d", b.runs)),
-		hostID: fmt.Sprintf("bench-%s-%d", b.runID, b.runs), label: b.runID, port: port, env: b.agentEnv}
-	if err := os.MkdirAll(a.dataDir, 0o700); err != nil {
-		return nil, err
-	}
-	if err := a.start(); err != nil {
-		return nil, err
-	}
 	defer a.kill()
-	if _, err := a.ready(ctx, time.Minute); err != nil {
-		return nil, err
-	}
 	step := func(s string) { fmt.Fprintf(os.Stderr, "bench: startup N=%d: %s\n", n, s) }
 
 	step("template instance: deploy and stop through the agent")
@@ -235,22 +223,7 @@ func renderStartup(rs []*startupResult) string {
 		"created through the Engine API with its configuration and the agent's labels, each its own instance name and id, " +
 		"started once and stopped while the agent was down: the agent removes, rather than adopts, a container that never " +
 		"started and that no row knows, which is what an interrupted deploy leaves).\n\n")
-	sb.WriteString("| what | goal |")
-	for _, r := range rs {
-		fmt.Fprintf(&sb, " N=%d |", r.n)
-	}
-	sb.WriteString("\n|---|---|")
-	for range rs {
-		sb.WriteString("---|")
-	}
-	sb.WriteString("\n")
-	row := func(what, goal string, f func(r *startupResult) string) {
-		fmt.Fprintf(&sb, "| %s | %s |", what, goal)
-		for _, r := range rs {
-			fmt.Fprintf(&sb, " %s |", f(r))
-		}
-		sb.WriteString("\n")
-	}
+	row := tableRows(&sb, rs, func(r *startupResult) int { return r.n })
 	sec := func(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds()) }
 	row("registry deleted → rebuilt, fully observed (rows adopted)", "≤ 5 s, N", func(r *startupResult) string {
 		return fmt.Sprintf("%s (%d)", sec(r.rebuild), r.rows)

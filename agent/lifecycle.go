@@ -24,20 +24,7 @@ func (a *Agent) ListInstances(ctx context.Context) ([]*dtma.Instance, error) {
 // ListFleet implements dtma.InstanceService: it reads every host's rows
 // from the registry. EUNAVAILABLE when the registry is down.
 func (a *Agent) ListFleet(ctx context.Context) ([]*dtma.Instance, error) {
-	list, err := a.reg.FindInstances(ctx, dtma.InstanceFilter{AllHosts: true})
-	a.health.noteRegistry(err)
-	if err != nil {
-		return nil, fmt.Errorf("list fleet: %w", err)
-	}
-	// This host's rows are freshest in the view.
-	for i, inst := range list {
-		if inst.HostID == a.hostID {
-			if v := a.view.get(inst.ID); v != nil {
-				list[i] = v
-			}
-		}
-	}
-	return list, nil
+	return a.ListFleetPage(ctx, "", 0)
 }
 
 // ListFleetPage is ListFleet a page at a time: every host's rows in id

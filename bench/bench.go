@@ -54,7 +54,9 @@ func newBench(ctx context.Context) (*bench, error) {
 		return nil, err
 	}
 	b := &bench{docker: c, dir: dir, bin: filepath.Join(dir, "dtma"), runID: newRunID()}
-	build := exec.CommandContext(ctx, "go", "build", "-o", b.bin, "./cmd/dtma")
+	// Built as the Dockerfile and the release build it: static, stripped
+	// (the process's file-backed pages are the binary's).
+	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", "-s -w", "-o", b.bin, "./cmd/dtma")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("build agent: %w\n%s", err, out)
@@ -256,6 +258,8 @@ type result struct {
 	restartedByRebuild      int
 	rss                     float64
 	rssAnon, rssFile        float64 // private memory; pages of the binary (clean, shared, reclaimable)
+	rssIdle                 float64 // after the idle window (the runtime has returned freed heap)
+	rssIdleAnon             float64
 	idleWrites              int
 	idleWindow              time.Duration
 	bridgeNote              string
@@ -407,6 +411,7 @@ func (b *bench) run(ctx context.Context, n, seq, burst int, idle time.Duration) 
 	// Registry writes while idle.
 	step("idle writes")
 	r.idleWrites = countWrites(ctx, filepath.Join(a.dataDir, "dtma.db"), idle)
+	r.rssIdle, r.rssIdleAnon = a.rssMB(), a.statusMB("RssAnon:")
 
 	// SIGKILL, then start again.
 	step("SIGKILL and restart")

@@ -9,3 +9,13 @@ func SchemaVersion() int {
 	}
 	return ms[len(ms)-1].version
 }
+
+// CacheSizes returns PRAGMA cache_size as the writer's and a reader's
+// connection see it (for the package's tests).
+func (r *Registry) CacheSizes() (writer, reader int, err error) {
+	if err = r.w.QueryRow("PRAGMA cache_size").Scan(&writer); err != nil {
+		return 0, 0, err
+	}
+	err = r.r.QueryRow("PRAGMA cache_size").Scan(&reader)
+	return writer, reader, err
+}

@@ -94,6 +94,22 @@ func TestOpenCreatesPrivateFiles(t *testing.T) {
 	}
 }
 
+// Every connection's page cache is bounded to half a megabyte: the agent
+// serves reads from memory, so SQLite's default 2 MB per connection would
+// only hold pages already decoded.
+func TestPageCacheBounded(t *testing.T) {
+	t.Parallel()
+	r, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "registry.db"), "host-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	w, rd, err := r.CacheSizes()
+	if err != nil || w != -512 || rd != -512 {
+		t.Errorf("cache_size: writer %d, reader %d (%v); want -512 (KiB) on both", w, rd, err)
+	}
+}
+
 func TestOpenNarrowsPermissions(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "registry.db")

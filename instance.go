@@ -311,6 +311,13 @@ type Instance struct {
 
 	CreatedAt time.Time
 	UpdatedAt time.Time
+
+	// Revision numbers this content of the row in the agent's memory: the
+	// agent gives every change of a row a new, higher number, so two copies
+	// of one instance with the same non-zero Revision are equal (readers may
+	// cache what they derive from a row by it). 0 means unknown: a row read
+	// from the registry or made by hand. Never persisted.
+	Revision uint64
 }
 
 // Clone returns a deep copy of the instance.

@@ -31,6 +31,8 @@ type view struct {
 	// name, account tool instance id, container id. Lookups are map
 	// reads, whatever the number of rows.
 	byName, byAcct, byContainer map[string]string
+	// rev is the Revision the latest stored row was given.
+	rev uint64
 	// dirty holds rows whose latest state could not be written (registry
 	// down); deleted holds ids whose row must still be deleted.
 	dirty   map[string]bool
@@ -53,10 +55,13 @@ func newView(reg dtma.Registry, h *health, log *slog.Logger) *view {
 		byName: map[string]string{}, byAcct: map[string]string{}, byContainer: map[string]string{}}
 }
 
-// store makes c (owned by the view from now on) the row of its id and
-// indexes it. Caller holds mu.
+// store makes c (owned by the view from now on, never changed again: a
+// change stores a new copy) the row of its id, gives it the next
+// Revision and indexes it. Caller holds mu.
 func (v *view) store(c *dtma.Instance) {
 	v.unstore(c.ID)
+	v.rev++
+	c.Revision = v.rev
 	v.rows[c.ID] = c
 	v.byName[c.Name] = c.ID
 	if c.AccountToolInstanceID != "" {

@@ -190,3 +190,46 @@ func freePort() (int, error) {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
+
+// memBreakdown returns the agent's Go memory figures from /metrics, in
+// MiB (heap in use and live, idle and released, stacks, runtime metadata),
+// and its goroutines: where the private memory of the RSS row goes. It
+// reads them without forcing a collection.
+func (a *agentProc) memBreakdown(ctx context.Context) string {
+	req, err := http.NewRequestWithContext(ctx, "GET", a.url()+"/metrics", nil)
+	if err != nil {
+		return err.Error()
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	res, err := a.http.Do(req)
+	if err != nil {
+		return err.Error()
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	want := []string{"go_memstats_alloc_bytes", "go_memstats_heap_inuse_bytes", "go_memstats_heap_idle_bytes",
+		"go_memstats_heap_released_bytes", "go_memstats_stack_inuse_bytes", "go_memstats_mspan_inuse_bytes",
+		"go_memstats_gc_sys_bytes", "go_memstats_other_sys_bytes", "go_memstats_next_gc_bytes", "go_goroutines"}
+	got := map[string]float64{}
+	for _, line := range strings.Split(string(body), "\n") {
+		if f := strings.Fields(line); len(f) == 2 {
+			if v, err := strconv.ParseFloat(f[1], 64); err == nil {
+				got[f[0]] = v
+			}
+		}
+	}
+	var sb strings.Builder
+	for _, k := range want {
+		v, ok := got[k]
+		if !ok {
+			continue
+		}
+		name := strings.TrimSuffix(strings.TrimPrefix(strings.TrimPrefix(k, "go_memstats_"), "go_"), "_bytes")
+		if strings.HasSuffix(k, "_bytes") {
+			fmt.Fprintf(&sb, "%s %.1f ", name, v/(1<<20))
+		} else {
+			fmt.Fprintf(&sb, "%s %.0f ", name, v)
+		}
+	}
+	return strings.TrimSpace(sb.String())
+}

@@ -407,11 +407,13 @@ func (b *bench) run(ctx context.Context, n, seq, burst int, idle time.Duration) 
 	r.getOneRPS = hammer(ctx, a, "/v1/instances/seq-template", 32, 3*time.Second)
 	r.rss = a.rssMB()
 	r.rssAnon, r.rssFile = a.statusMB("RssAnon:"), a.statusMB("RssFile:")
+	step("Go memory after the reads (MiB): " + a.memBreakdown(ctx))
 
 	// Registry writes while idle.
 	step("idle writes")
 	r.idleWrites = countWrites(ctx, filepath.Join(a.dataDir, "dtma.db"), idle)
 	r.rssIdle, r.rssIdleAnon = a.rssMB(), a.statusMB("RssAnon:")
+	step("Go memory after the idle window (MiB): " + a.memBreakdown(ctx))
 
 	// SIGKILL, then start again.
 	step("SIGKILL and restart")

@@ -145,6 +145,7 @@ func (b *bench) startup(ctx context.Context, n int) (*startupResult, error) {
 		return nil, err
 	}
 	r.rss, r.hwm = a.rssMB(), a.hwmMB()
+	step("Go memory after the rebuild (MiB): " + a.memBreakdown(ctx))
 	if r.rows, err = b.checkRows(ctx, a, before, r); err != nil {
 		return nil, err
 	}

@@ -9,11 +9,9 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
-	"slices"
 	"sort"
 	"strconv"
 	"sync"
-	"time"
 
 	"github.com/agentopia/dtma"
 )
@@ -136,9 +134,11 @@ func writeList(w http.ResponseWriter, list []*dtma.Instance, next string) {
 // rowCache keeps the JSON of each of this host's rows as last encoded, so
 // that a list of a thousand rows costs the encoding of the rows that
 // changed since the previous list, not of all of them. An entry is reused
-// only while every field the wire form is made of is unchanged (rowKey).
-// Entries are updated in place: a list of unchanged rows allocates nothing
-// here but its answer.
+// only for the same Revision of its row (the agent gives every change of a
+// row a new one) and the same Health (the prober's live status is laid
+// over the row without a new Revision); a row without a Revision (0: not
+// from the agent's view) is encoded every time. Entries are updated in place: a list of unchanged
+// rows allocates nothing here but its answer.
 type rowCache struct {
 	mu   sync.Mutex
 	gen  uint64                // of the latest list
@@ -146,36 +146,10 @@ type rowCache struct {
 }
 
 type cachedRow struct {
-	key              rowKey
-	ports, requested []dtma.Port // compared element by element (nil and empty encode alike)
-	json             []byte      // never changed in place: a list may still be writing it
-	gen              uint64      // the latest list that held the row
-}
-
-// rowKey is everything NewInstance reads from an instance, in comparable
-// form: two instances with equal keys have the same JSON.
-type rowKey struct {
-	id, host, name, acct, containerName, image, specHash string
-	envNames                                             int // how many; their names are in specHash
-	desired, status, pending, tracking, lastError        string
-	observed                                             dtma.Observed
-	observedAt, createdAt, updatedAt                     time.Time
-	limits                                               dtma.Limits
-	mcp                                                  dtma.MCP
-	check                                                dtma.HealthCheck
-	health                                               dtma.HealthStatus
-}
-
-func keyOf(inst *dtma.Instance) rowKey {
-	return rowKey{
-		id: inst.ID, host: inst.HostID, name: inst.Name, acct: inst.AccountToolInstanceID,
-		containerName: inst.ContainerName, image: inst.Spec.Image, specHash: inst.SpecHash,
-		envNames: len(inst.Spec.Env),
-		desired:  string(inst.DesiredState), status: string(inst.Status), pending: string(inst.PendingOp),
-		tracking: string(inst.Tracking), lastError: inst.LastError,
-		observed: inst.Observed, observedAt: inst.ObservedAt, createdAt: inst.CreatedAt, updatedAt: inst.UpdatedAt,
-		limits: inst.Spec.Limits, mcp: inst.Spec.MCP, check: inst.Spec.Health, health: inst.Health,
-	}
+	rev    uint64            // the row's Revision the JSON is of
+	health dtma.HealthStatus // and its Health
+	json   []byte            // never changed in place: a list may still be writing it
+	gen    uint64            // the latest list that held the row
 }
 
 // encode returns the JSON of each row (as writeJSON would write it, without
@@ -186,6 +160,11 @@ func (c *rowCache) encode(list []*dtma.Instance) [][]byte {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
+	encode := func(inst *dtma.Instance) []byte {
+		buf.Reset()
+		_ = enc.Encode(NewInstance(inst))
+		return bytes.TrimSuffix(bytes.Clone(buf.Bytes()), []byte("\n"))
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.rows == nil {
@@ -193,17 +172,17 @@ func (c *rowCache) encode(list []*dtma.Instance) [][]byte {
 	}
 	c.gen++
 	for i, inst := range list {
+		if inst.Revision == 0 {
+			out[i] = encode(inst)
+			continue
+		}
 		e := c.rows[inst.ID]
 		if e == nil {
 			e = &cachedRow{}
 			c.rows[inst.ID] = e
 		}
-		if key := keyOf(inst); e.json == nil || e.key != key || !slices.Equal(e.ports, inst.Ports) || !slices.Equal(e.requested, inst.Spec.Ports) {
-			buf.Reset()
-			_ = enc.Encode(NewInstance(inst))
-			e.json = bytes.TrimSuffix(bytes.Clone(buf.Bytes()), []byte("\n"))
-			// Copies: the caller's slices may be changed in place later.
-			e.key, e.ports, e.requested = key, slices.Clone(inst.Ports), slices.Clone(inst.Spec.Ports)
+		if e.json == nil || e.rev != inst.Revision || e.health != inst.Health {
+			e.json, e.rev, e.health = encode(inst), inst.Revision, inst.Health
 		}
 		e.gen = c.gen
 		out[i] = e.json

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/agentopia/dtma"
 )
@@ -204,11 +205,16 @@ func TestListFilters(t *testing.T) {
 }
 
 // The list is served from encoded rows: its body is exactly what encoding
-// the whole list gives, also after rows change (status, ports, observation)
-// and rows come and go.
+// the whole list gives, also after rows change (status, ports, observation:
+// each a new Revision, as the agent's view gives), after the prober's live
+// health changes on a row of the same Revision, and as rows come and go.
+// Rows without a Revision are encoded every time; a row is encoded again
+// only for a new Revision or Health.
 func TestListEncodedRowsFollowChanges(t *testing.T) {
+	var rev uint64
 	mk := func(i int) *dtma.Instance {
-		return &dtma.Instance{ID: dtma.NewUUID(), HostID: "h", Name: fmt.Sprintf("tool-%d", i), Status: dtma.StatusRunning,
+		rev++
+		return &dtma.Instance{ID: dtma.NewUUID(), HostID: "h", Name: fmt.Sprintf("tool-%d", i), Status: dtma.StatusRunning, Revision: rev,
 			Spec:  dtma.Spec{Image: "img", Env: map[string]string{"A": "secret"}, Ports: []dtma.Port{{ContainerPort: 8080, Protocol: "tcp"}}},
 			Ports: []dtma.Port{{ContainerPort: 8080, Protocol: "tcp", HostPort: 31000 + i}}}
 	}
@@ -249,9 +255,39 @@ func TestListEncodedRowsFollowChanges(t *testing.T) {
 	next[1].Observed.DockerStatus = dtma.DockerExited
 	next[2].Ports[0].HostPort = 32000
 	next[3].LastError = "boom"
+	for _, i := range []int{1, 2, 3} {
+		rev++
+		next[i].Revision = rev
+	}
 	next = append(next[:4], mk(9)) // row 4 gone, a new one
 	svc.list = next
 	check("changed")
+	// The prober's live status over an unchanged row.
+	svc.list[0].Spec.Health = dtma.HealthCheck{Type: dtma.CheckTCP}
+	rev++
+	svc.list[0].Revision = rev
+	check("check added")
+	svc.list[0].Health = dtma.HealthStatus{State: dtma.HealthHealthy, LastLatency: 3 * time.Millisecond}
+	check("health overlaid")
+	svc.list[0].Health.LastLatency = 5 * time.Millisecond
+	check("latency changed")
+	// Without a Revision a row is encoded every time.
+	svc.list[1].Revision = 0
+	check("no revision")
+	svc.list[1].LastError = "changed without a revision"
+	check("no revision, changed")
+	// The cache is what answers: the same Revision is the same JSON, even
+	// for a value changed behind the view's back (which the agent never does).
+	before := svc.list[2].LastError
+	svc.list[2].LastError = "changed under the same revision"
+	req := httptest.NewRequest("GET", "/v1/instances", nil)
+	req.Header.Set("Authorization", "Bearer tok")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if strings.Contains(rec.Body.String(), "changed under the same revision") || !strings.Contains(rec.Body.String(), before) {
+		t.Errorf("a row of an unchanged revision was encoded again: %s", rec.Body.String())
+	}
+	svc.list[2].LastError = before
 	svc.list = svc.list[:0]
 	check("empty")
 	for i := 10; i < 300; i++ { // an answer written in several pieces

@@ -1,0 +1,41 @@
+package agent
+
+import (
+	"io"
+	"log/slog"
+	"testing"
+
+	"github.com/agentopia/dtma"
+)
+
+// Every change of a row in the view gives it a new, higher Revision; reads
+// of an unchanged row give the same one (the list's cache of encoded rows
+// relies on both).
+func TestViewRevisions(t *testing.T) {
+	v := newView(nil, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	a := &dtma.Instance{ID: dtma.NewUUID(), Name: "a", Status: dtma.StatusRunning}
+	b := &dtma.Instance{ID: dtma.NewUUID(), Name: "b", Status: dtma.StatusRunning}
+	v.load(a, false)
+	v.load(b, false)
+	ra, rb := v.get(a.ID).Revision, v.get(b.ID).Revision
+	if ra == 0 || rb == 0 || ra == rb {
+		t.Fatalf("revisions after load: %d, %d; want distinct, non-zero", ra, rb)
+	}
+	if r := v.get(a.ID).Revision; r != ra {
+		t.Errorf("a read changed the revision: %d, then %d", ra, r)
+	}
+	for _, inst := range v.snapshot() {
+		if want := map[string]uint64{a.ID: ra, b.ID: rb}[inst.ID]; inst.Revision != want {
+			t.Errorf("snapshot: %s has revision %d, want %d", inst.Name, inst.Revision, want)
+		}
+	}
+	c := v.get(a.ID)
+	c.Status = dtma.StatusStopped
+	v.remember(c)
+	if got := v.get(a.ID); got.Revision <= rb || got.Status != dtma.StatusStopped {
+		t.Errorf("after a change: revision %d (before %d, latest other %d), status %s", got.Revision, ra, rb, got.Status)
+	}
+	if r := v.get(b.ID).Revision; r != rb {
+		t.Errorf("another row's change moved b's revision: %d → %d", rb, r)
+	}
+}

@@ -77,7 +77,9 @@ type InstanceService interface {
 	// FindInstance returns the instance a ref names; ENOTFOUND when none.
 	FindInstance(ctx context.Context, ref string) (*Instance, error)
 
-	// ListInstances returns this host's instances.
+	// ListInstances returns this host's instances, oldest first, in a
+	// slice of the caller's. The instances may be shared with the
+	// service's memory: a caller must not change them (Clone one first).
 	ListInstances(ctx context.Context) ([]*Instance, error)
 
 	// ListFleet returns the instances of every host sharing the registry.

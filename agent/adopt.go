@@ -85,7 +85,7 @@ func (a *Agent) AdoptContainer(ctx context.Context, req dtma.AdoptRequest) (*dtm
 			return skip("container %s carries DTMA's labels (it belongs to a DTMA agent)", c.Name)
 		}
 	}
-	for _, inst := range a.view.snapshot() {
+	for _, inst := range a.view.shared() {
 		if inst.ContainerID == c.ID {
 			return skip("container %s is already managed as instance %q", c.Name, inst.Name)
 		}

@@ -58,7 +58,7 @@ func (a *Agent) Deploy(ctx context.Context, req dtma.DeployRequest) (*dtma.Insta
 		a.createMu.Unlock()
 		return nil, false, err
 	}
-	view := a.view.snapshot()
+	view := a.view.shared() // read only
 	ports, remaps, err := a.resolvePorts(view, "", req.Spec.Ports, req.OnPortConflict)
 	if err != nil {
 		a.createMu.Unlock()

@@ -16,9 +16,12 @@ func (a *Agent) FindInstance(ctx context.Context, ref string) (*dtma.Instance, e
 	return a.view.find(ref)
 }
 
-// ListInstances implements dtma.InstanceService from the agent's view.
+// ListInstances implements dtma.InstanceService from the agent's view. The
+// instances are the view's own, shared and never changed by the agent (a
+// change of a row stores a new copy): a caller must not change them (Clone
+// one first). A list of a thousand rows copies none of them.
 func (a *Agent) ListInstances(ctx context.Context) ([]*dtma.Instance, error) {
-	return a.view.snapshot(), nil
+	return a.view.shared(), nil
 }
 
 // ListFleet implements dtma.InstanceService: it reads every host's rows

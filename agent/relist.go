@@ -161,7 +161,7 @@ func (a *Agent) relist(ctx context.Context, full bool) error {
 	a.flush(ctx)
 	a.health.observed(nowUTC())
 	drift := 0
-	for _, inst := range a.view.snapshot() {
+	for _, inst := range a.view.shared() {
 		if inst.Drift() {
 			drift++
 		}

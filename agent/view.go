@@ -97,6 +97,29 @@ func (v *view) load(inst *dtma.Instance, stale bool) {
 	}
 }
 
+// shared returns the view's own rows, oldest first, without copying them:
+// a stored row is never changed (a change stores a new copy), so the rows
+// may be read after the lock is released — and must never be written. For
+// readers (lists, counts, port and name checks); a caller that changes an
+// instance takes a snapshot or get.
+func (v *view) shared() []*dtma.Instance {
+	out := v.sharedAnyOrder()
+	sortInstances(out)
+	return out
+}
+
+// sharedAnyOrder is shared without the sort, for readers that visit every
+// row and need no order (the bridges' sync, every second).
+func (v *view) sharedAnyOrder() []*dtma.Instance {
+	v.mu.RLock()
+	out := make([]*dtma.Instance, 0, len(v.rows))
+	for _, inst := range v.rows {
+		out = append(out, inst)
+	}
+	v.mu.RUnlock()
+	return out
+}
+
 // snapshot returns copies of every instance in the view, oldest first.
 func (v *view) snapshot() []*dtma.Instance {
 	v.mu.RLock()

@@ -166,8 +166,7 @@ func (m *Monitor) Sync(ctx context.Context) {
 				}
 			}
 		}
-		m.overlay(inst)
-		after := knownOf(inst)
+		after := knownOf(m.overlay(inst))
 		m.mu.Lock()
 		before, had := m.known[inst.ID]
 		m.known[inst.ID] = after
@@ -211,16 +210,21 @@ func (m *Monitor) publish(before, after *dtma.Event, at time.Time) {
 	}
 }
 
-// overlay sets inst.Health to the prober's live status when it is probed,
-// to nothing when it is not (not running: no verdict).
-func (m *Monitor) overlay(inst *dtma.Instance) {
+// overlay returns inst with Health set to the prober's live status when it
+// is probed, to nothing when it is not (not running: no verdict). inst is
+// never changed (lists share the agent's rows): when the health differs,
+// the answer is a shallow copy.
+func (m *Monitor) overlay(inst *dtma.Instance) *dtma.Instance {
+	var st dtma.HealthStatus
 	if _, probed := TargetOf(inst, m.BridgeHostIP); probed {
-		if st, ok := m.Prober.Status(inst.ID); ok {
-			inst.Health = st
-			return
-		}
+		st, _ = m.Prober.Status(inst.ID)
 	}
-	inst.Health = dtma.HealthStatus{}
+	if inst.Health == st {
+		return inst
+	}
+	c := *inst
+	c.Health = st
+	return &c
 }
 
 // changed is the Prober's OnChange: record, publish, and apply the
@@ -311,13 +315,14 @@ func (s *Service) overlay(inst *dtma.Instance) *dtma.Instance {
 	if inst == nil {
 		return nil
 	}
-	(&Monitor{Prober: s.Prober}).overlay(inst)
-	return inst
+	return (&Monitor{Prober: s.Prober}).overlay(inst)
 }
 
+// overlayAll lays the live health over every instance of list, in place
+// in the slice (a fresh one from ListInstances), never in the instances.
 func (s *Service) overlayAll(list []*dtma.Instance, err error) ([]*dtma.Instance, error) {
-	for _, inst := range list {
-		s.overlay(inst)
+	for i, inst := range list {
+		list[i] = s.overlay(inst)
 	}
 	return list, err
 }

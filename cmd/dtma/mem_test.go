@@ -199,6 +199,19 @@ func TestBenchServeMemory(t *testing.T) {
 	runtime.ReadMemStats(&ms)
 	t.Logf("after GC:  HeapInuse %s HeapAlloc %s HeapSys %s HeapReleased %s StackInuse %s Sys %s NextGC %s goroutines %d RSS %s",
 		mb(ms.HeapInuse), mb(ms.HeapAlloc), mb(ms.HeapSys), mb(ms.HeapReleased), mb(ms.StackInuse), mb(ms.Sys), mb(ms.NextGC), runtime.NumGoroutine(), rss())
+	// Idle: what the agent allocates with nobody calling it (the health
+	// monitor's sync every 2 s, the reconciler's relists).
+	if p := os.Getenv("DTMA_BENCH_MEM_PROFILE"); p != "" { // the idle window's allocations: pprof -base p.idle0 p
+		if f, err := os.Create(p + ".idle0"); err == nil {
+			_ = pprof.Lookup("heap").WriteTo(f, 0)
+			f.Close()
+		}
+	}
+	runtime.ReadMemStats(&ms)
+	a0 := ms.TotalAlloc
+	time.Sleep(10 * time.Second)
+	runtime.ReadMemStats(&ms)
+	t.Logf("idle: %.0f KB/s allocated over 10 s", float64(ms.TotalAlloc-a0)/1e3/10)
 	for _, f := range []string{"dtma.db", "dtma.db-wal"} {
 		if st, err := os.Stat(env["DTMA_DATA_DIR"] + "/" + f); err == nil {
 			t.Logf("%s: %d bytes", f, st.Size())

@@ -178,7 +178,7 @@ func serve(ctx context.Context, c *config, s *streams, openRuntime func(docker.O
 		return err
 	}
 	metrics := procfs.Source{}
-	mon.List = ag.ListInstances // clones: the monitor overlays live health on them
+	mon.List = ag.ListInstances // the view's own rows, read only: the monitor lays live health over copies
 	mon.Record = ag.RecordHealth
 	mon.Restart = ag.RestartUnhealthy
 	mon.OnRestart = prom.UnhealthyRestarts.Inc

@@ -212,6 +212,9 @@ func TestBenchServeMemory(t *testing.T) {
 	time.Sleep(10 * time.Second)
 	runtime.ReadMemStats(&ms)
 	t.Logf("idle: %.0f KB/s allocated over 10 s", float64(ms.TotalAlloc-a0)/1e3/10)
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	t.Logf("after the idle window and a GC: HeapAlloc %s (live)", mb(ms.HeapAlloc))
 	for _, f := range []string{"dtma.db", "dtma.db-wal"} {
 		if st, err := os.Stat(env["DTMA_DATA_DIR"] + "/" + f); err == nil {
 			t.Logf("%s: %d bytes", f, st.Size())

@@ -84,7 +84,9 @@ func (a *Agent) relist(ctx context.Context, full bool) error {
 		c    *dtma.Container
 	}
 	var matched []match
-	for _, inst := range a.view.snapshot() {
+	// Read only: every instance is read again under its lock (lockCurrent)
+	// before anything is done to it.
+	for _, inst := range a.view.shared() {
 		c := byID[inst.ContainerID]
 		if c == nil {
 			c = byInstanceID[inst.ID]

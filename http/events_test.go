@@ -191,6 +191,15 @@ func TestEventsSlowClientDropped(t *testing.T) {
 	slow, closeSlow := openEvents(t, url, "", "")
 	defer closeSlow()
 	waitSubs(t, hub, 1)
+	// One event read first, so the client has an id to resume from even
+	// when the flood below fills its queue before its handler writes any
+	// (a loaded machine): without one it would resume as a new client,
+	// with nothing to receive.
+	hub.Publish(ev("a", dtma.StatusRunning))
+	first := slow()
+	if first.event != "instance" || first.id == "" {
+		t.Fatalf("first event: %+v", first)
+	}
 	// The reader goroutine of openEvents reads into a channel; block the
 	// handler instead by publishing faster than it can write: a tight loop
 	// of Publish always outruns one write+flush per event.
@@ -203,7 +212,7 @@ func TestEventsSlowClientDropped(t *testing.T) {
 		t.Fatalf("no drop after %d events", n)
 	}
 	waitSubs(t, hub, 0)
-	last := ""
+	last := first.id
 	for {
 		e := slow()
 		if e.event == "dropped" {

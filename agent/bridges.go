@@ -89,7 +89,7 @@ func (a *Agent) runBridges(ctx context.Context) {
 // nil) and retried at the next sync.
 func (a *Agent) syncBridges(ctx context.Context, active map[string]bridgeKey, failed map[string]string) {
 	seen := map[string]bool{}
-	for _, inst := range a.view.sharedAnyOrder() { // read only
+	for _, inst := range a.view.shared() { // read only
 		m := inst.Spec.MCP
 		if !m.IsStdio() || m.BridgePort == 0 || inst.ContainerID == "" || inst.DockerStatus != dtma.DockerRunning ||
 			inst.PendingOp == dtma.OpRemove || inst.PendingOp == dtma.OpStop {

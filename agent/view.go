@@ -103,20 +103,13 @@ func (v *view) load(inst *dtma.Instance, stale bool) {
 // readers (lists, counts, port and name checks); a caller that changes an
 // instance takes a snapshot or get.
 func (v *view) shared() []*dtma.Instance {
-	out := v.sharedAnyOrder()
-	sortInstances(out)
-	return out
-}
-
-// sharedAnyOrder is shared without the sort, for readers that visit every
-// row and need no order (the bridges' sync, every second).
-func (v *view) sharedAnyOrder() []*dtma.Instance {
 	v.mu.RLock()
 	out := make([]*dtma.Instance, 0, len(v.rows))
 	for _, inst := range v.rows {
 		out = append(out, inst)
 	}
 	v.mu.RUnlock()
+	sortInstances(out)
 	return out
 }
 

@@ -4,8 +4,6 @@ package main
 
 import (
 	"context"
-	"slices"
-
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -13,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -259,7 +258,7 @@ type result struct {
 	restartedByRebuild      int
 	rss                     float64
 	rssAnon, rssFile        float64 // private memory; pages of the binary (clean, shared, reclaimable)
-	rssIdle                 float64 // after the idle window (the runtime has returned freed heap)
+	rssIdle                 float64 // at the end of the idle window
 	rssIdleAnon             float64
 	idleWrites              int
 	idleWindow              time.Duration

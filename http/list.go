@@ -137,8 +137,8 @@ func writeList(w http.ResponseWriter, list []*dtma.Instance, next string) {
 // only for the same Revision of its row (the agent gives every change of a
 // row a new one) and the same Health (the prober's live status is laid
 // over the row without a new Revision); a row without a Revision (0: not
-// from the agent's view) is encoded every time. Entries are updated in place: a list of unchanged
-// rows allocates nothing here but its answer.
+// from the agent's view) is encoded every time. Entries are updated in
+// place: a list of unchanged rows allocates nothing here but its answer.
 type rowCache struct {
 	mu   sync.Mutex
 	gen  uint64                // of the latest list

@@ -59,7 +59,40 @@ type browser struct {
 	requests  []string
 	responses map[string]int64 // last status per URL
 	errors    []string         // console errors, exceptions, log errors not about an HTTP status
-	netErrors []string         // "Failed to load resource" entries (expected for 4xx the test provokes)
+	netErrors []string         // "Failed to load resource" entries the test expects (4xx it provokes, loads its kill cut)
+	// agentDown is set by a test that kills the agent under the page: from
+	// then on a request cut or refused at the connection is expected.
+	agentDown bool
+}
+
+// expectAgentDown says the test is about to kill the agent the page talks
+// to: loads that then fail at the connection (refused, reset, not
+// connected, empty answer) are expected, not errors.
+func (b *browser) expectAgentDown() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.agentDown = true
+}
+
+// connectionFailures are Chromium's words for a load cut at the connection:
+// what a page sees when the agent is killed before, during or after a
+// request (which one depends on the moment of the kill).
+var connectionFailures = []string{
+	"net::ERR_CONNECTION_REFUSED", "net::ERR_CONNECTION_RESET", "net::ERR_CONNECTION_CLOSED",
+	"net::ERR_SOCKET_NOT_CONNECTED", "net::ERR_EMPTY_RESPONSE", "net::ERR_INCOMPLETE_CHUNKED_ENCODING",
+}
+
+// cutByKill reports whether a failed load is one the agent's kill explains.
+func (b *browser) cutByKill(text string) bool {
+	if !b.agentDown {
+		return false
+	}
+	for _, f := range connectionFailures {
+		if strings.Contains(text, f) {
+			return true
+		}
+	}
+	return false
 }
 
 func newBrowser(t *testing.T) *browser {
@@ -131,15 +164,14 @@ func (b *browser) observe(ev any) {
 		if e.Entry.Level != cdplog.EntryLevelError {
 			return
 		}
-		// Refusals the test provokes (401/403) and the agent it kills are
-		// expected; any other failed load (a 404 asset, a 500) is an error.
+		// Refusals the test provokes (401/403) and loads cut by the agent
+		// it kills are expected; any other failed load (a 404 asset, a
+		// 500, a connection dropped while the agent runs) is an error.
 		if e.Entry.Source == cdplog.EntrySourceNetwork && (strings.Contains(e.Entry.Text, "status of 401") ||
-			strings.Contains(e.Entry.Text, "status of 403") || strings.Contains(e.Entry.Text, "net::ERR_CONNECTION_REFUSED") ||
+			strings.Contains(e.Entry.Text, "status of 403") || b.cutByKill(e.Entry.Text) ||
 			// an instance page's live region asking for the instance the
 			// test just removed (the page shows it is gone)
-			(strings.Contains(e.Entry.Text, "status of 404") && strings.Contains(e.Entry.URL, "/ui/partials/instances/")) ||
-			// the event stream cut off when the test kills the agent
-			(strings.Contains(e.Entry.Text, "net::ERR_INCOMPLETE_CHUNKED_ENCODING") && strings.HasSuffix(e.Entry.URL, "/ui/api/events"))) {
+			(strings.Contains(e.Entry.Text, "status of 404") && strings.Contains(e.Entry.URL, "/ui/partials/instances/"))) {
 			b.netErrors = append(b.netErrors, e.Entry.URL+": "+e.Entry.Text)
 			return
 		}
@@ -271,7 +303,7 @@ func (b *browser) checkLocalOnly() {
 	for _, e := range b.errors {
 		b.t.Errorf("browser console error: %s", e)
 	}
-	b.t.Logf("%d requests, all to 127.0.0.1; expected 4xx: %v", len(b.requests), b.netErrors)
+	b.t.Logf("%d requests, all to 127.0.0.1; expected failed loads: %v", len(b.requests), b.netErrors)
 }
 
 // uiLogin logs in through the login page.
@@ -554,6 +586,7 @@ func TestUIHostFleet(t *testing.T) {
 	// The agent goes away: the page says so and keeps trying. It comes back
 	// as a new process: the session (signed with that process's key) has
 	// ended, and the page says to log in again.
+	b.expectAgentDown()
 	a.Kill()
 	b.waitJS("the unreachable banner", `(el => !el.hidden && el.textContent.includes('Cannot reach the agent'))(document.getElementById('banner'))`)
 	a.Restart()

@@ -101,24 +101,12 @@ func (v *view) load(inst *dtma.Instance, stale bool) {
 // a stored row is never changed (a change stores a new copy), so the rows
 // may be read after the lock is released — and must never be written. For
 // readers (lists, counts, port and name checks); a caller that changes an
-// instance takes a snapshot or get.
+// instance takes a copy with get.
 func (v *view) shared() []*dtma.Instance {
 	v.mu.RLock()
 	out := make([]*dtma.Instance, 0, len(v.rows))
 	for _, inst := range v.rows {
 		out = append(out, inst)
-	}
-	v.mu.RUnlock()
-	sortInstances(out)
-	return out
-}
-
-// snapshot returns copies of every instance in the view, oldest first.
-func (v *view) snapshot() []*dtma.Instance {
-	v.mu.RLock()
-	out := make([]*dtma.Instance, 0, len(v.rows))
-	for _, inst := range v.rows {
-		out = append(out, inst.Clone())
 	}
 	v.mu.RUnlock()
 	sortInstances(out)

@@ -24,9 +24,9 @@ func TestViewRevisions(t *testing.T) {
 	if r := v.get(a.ID).Revision; r != ra {
 		t.Errorf("a read changed the revision: %d, then %d", ra, r)
 	}
-	for _, inst := range v.snapshot() {
+	for _, inst := range v.shared() {
 		if want := map[string]uint64{a.ID: ra, b.ID: rb}[inst.ID]; inst.Revision != want {
-			t.Errorf("snapshot: %s has revision %d, want %d", inst.Name, inst.Revision, want)
+			t.Errorf("shared: %s has revision %d, want %d", inst.Name, inst.Revision, want)
 		}
 	}
 	c := v.get(a.ID)

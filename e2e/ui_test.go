@@ -74,20 +74,18 @@ func (b *browser) expectAgentDown() {
 	b.agentDown = true
 }
 
-// connectionFailures are Chromium's words for a load cut at the connection:
-// what a page sees when the agent is killed before, during or after a
-// request (which one depends on the moment of the kill).
-var connectionFailures = []string{
-	"net::ERR_CONNECTION_REFUSED", "net::ERR_CONNECTION_RESET", "net::ERR_CONNECTION_CLOSED",
-	"net::ERR_SOCKET_NOT_CONNECTED", "net::ERR_EMPTY_RESPONSE", "net::ERR_INCOMPLETE_CHUNKED_ENCODING",
-}
-
-// cutByKill reports whether a failed load is one the agent's kill explains.
+// cutByKill reports whether a failed load is one the agent's kill explains:
+// once the test has said it kills the agent, any of Chromium's words for a
+// load cut at the connection (which one depends on the moment of the kill:
+// before, during or after a request). Caller holds mu.
 func (b *browser) cutByKill(text string) bool {
 	if !b.agentDown {
 		return false
 	}
-	for _, f := range connectionFailures {
+	for _, f := range []string{
+		"net::ERR_CONNECTION_REFUSED", "net::ERR_CONNECTION_RESET", "net::ERR_CONNECTION_CLOSED",
+		"net::ERR_SOCKET_NOT_CONNECTED", "net::ERR_EMPTY_RESPONSE", "net::ERR_INCOMPLETE_CHUNKED_ENCODING",
+	} {
 		if strings.Contains(text, f) {
 			return true
 		}
